@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (if needed), lint and run the test suite. This is the README's second command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests bench
+.venv/bin/python -m pytest -q "$@"
