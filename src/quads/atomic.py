@@ -1,0 +1,46 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written checkpoint, CSV or model file.
+
+Write to a temporary file in the target's folder, flush it to disk, then `os.replace` it over the target.
+If writing fails (disk full, killed process) the previous file survives and the temporary one is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target`, on error it is deleted."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        yield temp
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(target: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write(file)` on a temporary binary file that atomically becomes `target`."""
+    with atomic_path(target) as temp, open(temp, "wb") as file:
+        write(file)
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    atomic_write(target, lambda file: file.write(data))
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
