@@ -1,0 +1,83 @@
+"""In-memory example sets and a deterministic batch order that is the same on 1 or N processes.
+
+Utterance-level inputs (log-mel features, or a frozen teacher's frame embeddings) are small enough to keep
+in memory once computed, so training iterates over tensors rather than files. The order of an epoch depends
+only on (seed, epoch), which is what makes `--resume` continue bit-for-bit and lets N processes split each
+global batch between them (rank r takes every N-th example of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    inputs: Tensor  # [B, C, T] (time last) or [B, T, D] (time first), zero-padded
+    mask: Tensor  # [B, T] bool, True = real frame
+    labels: Tensor  # [B] long
+    index: Tensor  # [B] positions in the ExampleSet (to look up cached teacher targets)
+
+
+class ExampleSet:
+    """Variable-length tensors with their labels; `time_dim` says which axis of each item is time."""
+
+    def __init__(self, items: Sequence[Tensor], labels: Sequence[int] | Tensor, time_dim: int, ids: Sequence[str] = ()):
+        if len(items) != len(labels):
+            raise ValueError(f"{len(items)} items but {len(labels)} labels")
+        if time_dim not in (0, 1):
+            raise ValueError("time_dim must be 0 (items [T, D]) or 1 (items [C, T])")
+        self.items = list(items)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.time_dim = time_dim
+        self.ids = list(ids) or [str(i) for i in range(len(self.items))]
+        self.lengths = torch.tensor([item.shape[time_dim] for item in self.items], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def collate(self, positions: Sequence[int] | Tensor) -> Batch:
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        chosen = [self.items[i] for i in positions.tolist()]
+        max_len = int(max(self.lengths[positions].max().item(), 1))
+        first = chosen[0]
+        if self.time_dim == 1:
+            inputs = first.new_zeros((len(chosen), first.shape[0], max_len))
+            for row, item in enumerate(chosen):
+                inputs[row, :, : item.shape[1]] = item
+        else:
+            inputs = first.new_zeros((len(chosen), max_len, first.shape[1]))
+            for row, item in enumerate(chosen):
+                inputs[row, : item.shape[0]] = item
+        mask = torch.arange(max_len)[None, :] < self.lengths[positions][:, None]
+        return Batch(inputs.float(), mask, self.labels[positions], positions)
+
+    def in_length_order(self, batch_size: int) -> Iterator[Batch]:
+        """Batches of similar lengths (less padding) for evaluation; order does not matter there."""
+        order = torch.argsort(self.lengths, stable=True)
+        for start in range(0, len(order), batch_size):
+            yield self.collate(order[start : start + batch_size])
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled order of one epoch, a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_examples, generator=generator)
+
+
+def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, world_size: int = 1) -> list[Tensor]:
+    """Global batches of one epoch. The last partial batch is dropped when any rank would get no example."""
+    order = epoch_order(num_examples, seed, epoch)
+    batches = [order[i : i + batch_size] for i in range(0, num_examples, batch_size)]
+    if batches and len(batches[-1]) < max(world_size, 2):
+        batches.pop()
+    return batches
+
+
+def rank_share(global_batch: Tensor, rank: int, world_size: int) -> Tensor:
+    """The examples of a global batch that process `rank` computes."""
+    return global_batch[rank::world_size]

@@ -1,0 +1,257 @@
+"""Experiment configuration: plain dataclasses with defaults that run, loadable from YAML.
+
+One YAML file reproduces one experiment (see `configs/`). Unknown keys are errors that name the key and
+suggest the closest valid one, because a silently ignored typo (`alpah: 0.5`) wastes a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quads.errors import ConfigError
+
+PHASES = ("distill", "quantize")
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus is and how audio becomes student features."""
+
+    path: str = ""  # FSC-layout dir, SLURP dir or manifest CSV; empty = the built-in synthetic corpus
+    n_mels: int = 80
+    slurp_recordings: str = "headset"  # headset | farfield | both
+    cache_dir: str = ""  # feature / teacher cache; empty = ~/.cache/quads or $QUADS_CACHE_DIR
+    skip_missing_audio: bool = False
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen pretrained teacher and stage 0 (pre-tuning its intent head)."""
+
+    spec: str = "speech_embedding"  # speech_embedding | whisper:NAME_OR_DIR | whisper-random:SIZE
+    head: str = "attention"  # linear | mlp | attention
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-2
+    dropout: float = 0.1
+
+
+@dataclass
+class StudentConfig:
+    """The small encoder that is distilled and quantized."""
+
+    encoder: str = "conv-200k"  # a preset name from quads.models
+    head: str = "linear"
+    overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change, e.g. {width: 96}
+
+
+@dataclass
+class DistillConfig:
+    """L_dis = alpha * L1(z_teacher, P(z_student)) + (1 - alpha) * CE, plus optional logit KL at temperature T."""
+
+    alpha: float = 0.5
+    logit_weight: float = 0.0
+    temperature: float = 2.0
+    standardize_teacher: bool = True  # z-score teacher embeddings (train stats): alpha means the same for any teacher
+
+
+@dataclass
+class QuantConfig:
+    """Codebook quantization and the QUADS multi-stage schedule."""
+
+    bits: int = 4
+    per_layer: dict[str, int] = field(default_factory=dict)  # fnmatch pattern on parameter name -> bits
+    exclude: list[str] = field(default_factory=list)
+    gamma: float = 0.5  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
+    centroid_weight: float = 1.0
+    kmeans_iterations: int = 25
+    schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = paper pattern
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-3
+    head_lr: float = 0.0  # 0 = same as lr
+    projection_lr: float = 0.0  # 0 = same as lr
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 1.0
+    spec_augment: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One experiment: data, teacher, student, losses, quantization, optimisation."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self, *, ignore: tuple[str, ...] = ()) -> str:
+        """A short hash of the settings that change training results (e.g. to refuse a foreign checkpoint)."""
+        settings = self.to_dict()
+        for dotted in ignore:
+            section, _, key = dotted.partition(".")
+            settings.get(section, {}).pop(key, None)
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check and convert one YAML value to the annotated type, with a message naming the key."""
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {annotation.__name__} settings, got {value!r}")
+        return _from_dict(annotation, value, where)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = _field_types(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(known)}"
+            raise ConfigError(f"unknown config key '{where}.{key}'{hint}".replace("'.", "'"))
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}".lstrip("."))
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from nested dicts, rejecting unknown keys and wrong types."""
+    config = _from_dict(RunConfig, values or {}, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML recipe (or the defaults when path is None) and apply `section.key=value` overrides."""
+    values: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        target = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = yaml.safe_load(raw)
+    try:
+        return config_from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    from quads.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def parse_schedule(schedule: list[list[Any]]) -> list[tuple[str, int]]:
+    """Validate a [[phase, epochs], ...] schedule."""
+    stages = []
+    for i, stage in enumerate(schedule):
+        if not isinstance(stage, (list, tuple)) or len(stage) != 2:
+            raise ConfigError(f"quant.schedule[{i}]: expected [phase, epochs], got {stage!r}")
+        phase, epochs = stage
+        if phase not in PHASES:
+            close = difflib.get_close_matches(str(phase), PHASES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"quant.schedule[{i}]: unknown phase '{phase}' (use {' or '.join(PHASES)}){hint}")
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"quant.schedule[{i}]: epochs must be a positive integer, got {epochs!r}")
+        stages.append((phase, epochs))
+    return stages
+
+
+def validate(config: RunConfig) -> None:
+    """Value checks that span fields; raise ConfigError naming the key."""
+    checks = [
+        (0.0 <= config.distill.alpha <= 1.0, "distill.alpha must be in [0, 1]"),
+        (0.0 <= config.quant.gamma <= 1.0, "quant.gamma must be in [0, 1]"),
+        (config.distill.temperature > 0, "distill.temperature must be > 0"),
+        (config.optim.epochs >= 1, "optim.epochs must be >= 1"),
+        (config.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
+        (config.optim.lr > 0, "optim.lr must be > 0"),
+        (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),
+        (config.data.slurp_recordings in ("headset", "farfield", "both"),
+         "data.slurp_recordings must be headset, farfield or both"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    from quads.codebook import validate_bits
+
+    validate_bits(config.quant.bits)
+    for pattern, bits in config.quant.per_layer.items():
+        try:
+            validate_bits(bits)
+        except ConfigError as error:
+            raise ConfigError(f"quant.per_layer['{pattern}']: {error}") from None
+    parse_schedule(config.quant.schedule)

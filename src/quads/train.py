@@ -1,0 +1,474 @@
+"""The training loop, explicit from top to bottom: batch, forward, loss, backward, (quantizer), step, log, checkpoint.
+
+QUADS acts *between* optimizer steps, so the order of operations is spelled out here rather than hidden in a
+framework. One loop serves every stage of every recipe; a `Stage` says which loss terms are active and whether
+the student's weights live on codebooks:
+
+    for each step:   swap in snapped weights (quantize stages) -> forward -> per-example loss -> backward
+                     -> restore latent weights, add the centroid-loss gradient -> clip -> AdamW step
+                     -> update centroids
+    each epoch:      validate (with snapped weights) -> keep the best -> atomic checkpoint (resumable)
+    end of a quantize stage: hard-snap, so the next stage starts from the quantized weights
+
+Distributed: under `torchrun` each process takes its share of every global batch and DDP averages gradients;
+the loss is scaled so that N processes compute exactly the gradient of one process on the global batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from quads.atomic import atomic_write, atomic_write_text
+from quads.batches import Batch, ExampleSet, global_batches, rank_share
+from quads.config import OptimConfig
+from quads.distill import EmbeddingProjection, LossWeights, per_example_loss
+from quads.errors import QuadsError
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainingDiverged(QuadsError):
+    """The loss became NaN or infinite; training stops instead of writing garbage weights."""
+
+
+class CheckpointMismatch(QuadsError):
+    """A checkpoint written by a different configuration than the one being resumed."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A run of epochs with one set of loss weights; `quantize` puts the student's weights on codebooks."""
+
+    name: str
+    epochs: int
+    weights: LossWeights
+    quantize: bool = False
+
+
+@dataclass
+class TeacherTargets:
+    """The frozen teacher's outputs for each training example, computed once per run (index-aligned)."""
+
+    embeddings: Tensor  # [N, D_teacher]
+    logits: Tensor | None = None  # [N, C]
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_accuracy: float
+    history: list[dict[str, float]]
+    model_state: dict[str, Tensor]  # the selected weights (on the codebooks for a quantized run)
+    quantizer_state: dict[str, Any] | None
+    steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Distributed:
+    """The process group of a `torchrun` launch, or a single process."""
+
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def all_sum(self, values: Tensor) -> Tensor:
+        if self.world_size > 1:
+            values = values.clone()
+            dist.all_reduce(values)
+        return values
+
+
+class StudentWithProjection(nn.Module):
+    """The trained module: the classifier plus (optionally) the projection P, so DDP sees both."""
+
+    def __init__(self, classifier: nn.Module, projection: EmbeddingProjection | None):
+        super().__init__()
+        self.classifier = classifier
+        self.projection = projection
+
+    def forward(self, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        logits, embedding = classifier_outputs(self.classifier(inputs, mask))
+        projected = self.projection(embedding) if self.projection is not None else None
+        return logits, embedding, projected
+
+
+def classifier_outputs(output: Any) -> tuple[Tensor, Tensor]:
+    """(logits, embedding) from a classifier's output (a ClassifierOutput or a plain pair)."""
+    if hasattr(output, "logits"):
+        return output.logits, output.embedding
+    return output[0], output[1]
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to `min_ratio` of the peak; a pure function of the step."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(module: StudentWithProjection, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with per-group learning rates (encoder, head, projection); no weight decay on biases and norms."""
+    groups: dict[str, dict[str, list[nn.Parameter]]] = {}
+    head_lr = optim.head_lr or optim.lr
+    projection_lr = optim.projection_lr or optim.lr
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("projection."):
+            group, lr = "projection", projection_lr
+        elif ".head." in f".{name}" or name.startswith("classifier.head"):
+            group, lr = "head", head_lr
+        else:
+            group, lr = "encoder", optim.lr
+        decay = "decay" if param.ndim > 1 else "no_decay"
+        groups.setdefault(f"{group}/{decay}", {"params": [], "lr": [lr]})["params"].append(param)
+    param_groups = [
+        {
+            "name": key,
+            "params": value["params"],
+            "lr": value["lr"][0],
+            "initial_lr": value["lr"][0],
+            "weight_decay": optim.weight_decay if key.endswith("/decay") else 0.0,
+        }
+        for key, value in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def spec_augment(batch: Batch, generator: torch.Generator, max_time: int = 12, max_freq: int = 10) -> Batch:
+    """Two time masks and two frequency masks per utterance (features [B, C, T]); deterministic via `generator`."""
+    inputs = batch.inputs.clone()
+    bsz, channels, frames = inputs.shape
+    lengths = batch.mask.sum(1)
+    for _ in range(2):
+        widths = torch.randint(0, max_freq + 1, (bsz,), generator=generator)
+        starts = (torch.rand(bsz, generator=generator) * (channels - widths).clamp_min(1)).long()
+        band = torch.arange(channels)[None, :]
+        inputs.masked_fill_(((band >= starts[:, None]) & (band < (starts + widths)[:, None]))[:, :, None], 0.0)
+        widths = torch.minimum(torch.randint(0, max_time + 1, (bsz,), generator=generator), lengths // 5)
+        starts = (torch.rand(bsz, generator=generator) * (lengths - widths).clamp_min(1)).long()
+        span = torch.arange(frames)[None, :]
+        inputs.masked_fill_(((span >= starts[:, None]) & (span < (starts + widths)[:, None]))[:, None, :], 0.0)
+    return Batch(inputs, batch.mask, batch.labels, batch.index)
+
+
+@torch.no_grad()
+def evaluate_accuracy(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a classifier on an example set, in eval mode."""
+    was_training = classifier.training
+    classifier.eval()
+    correct, loss_sum = 0, 0.0
+    for batch in examples.in_length_order(batch_size):
+        logits, _ = classifier_outputs(classifier(batch.inputs, batch.mask))
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+        loss_sum += float(nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
+    classifier.train(was_training)
+    return correct / max(1, len(examples)), loss_sum / max(1, len(examples))
+
+
+@torch.no_grad()
+def predict_logits(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> Tensor:
+    """Logits for every example, in the set's own order."""
+    was_training = classifier.training
+    classifier.eval()
+    out = torch.empty(len(examples), 0)
+    for batch in examples.in_length_order(batch_size):
+        logits, _ = classifier_outputs(classifier(batch.inputs, batch.mask))
+        if out.shape[1] == 0:
+            out = torch.empty(len(examples), logits.shape[1])
+        out[batch.index] = logits
+    classifier.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def predict_embeddings(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """(pooled embeddings, logits) for every example, in the set's own order."""
+    was_training = classifier.training
+    classifier.eval()
+    embeddings: Tensor | None = None
+    logits_all: Tensor | None = None
+    for batch in examples.in_length_order(batch_size):
+        logits, embedding = classifier_outputs(classifier(batch.inputs, batch.mask))
+        if embeddings is None:
+            embeddings = torch.empty(len(examples), embedding.shape[1])
+            logits_all = torch.empty(len(examples), logits.shape[1])
+        embeddings[batch.index] = embedding
+        logits_all[batch.index] = logits
+    classifier.train(was_training)
+    assert embeddings is not None and logits_all is not None
+    return embeddings, logits_all
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then rename: a full disk or a kill keeps the previous checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        atomic_write(path, lambda file: file.write(buffer.getbuffer()))
+    except OSError as error:
+        raise QuadsError(f"could not write checkpoint {path}: {error.strerror or error}; "
+                         "the previous checkpoint is kept") from error
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely: tensors and plain values only (weights_only=True), never arbitrary pickles."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise QuadsError(f"cannot read checkpoint {path}: {error}") from None
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [key for key in row if key not in keys]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard when it is installed; silently nothing otherwise (CSV is the record)."""
+
+    def __init__(self, directory: Path | None):
+        self.writer = None
+        if directory is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(str(directory))
+
+    def add(self, row: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key not in ("epoch", "stage_index") and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+QuantizerFactory = Callable[[nn.Module], Any]
+
+
+def fit(
+    classifier: nn.Module,
+    train_set: ExampleSet,
+    valid_set: ExampleSet,
+    stages: list[Stage],
+    optim: OptimConfig,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    teacher: TeacherTargets | None = None,
+    quantizer_factory: QuantizerFactory | None = None,
+    fingerprint: str = "",
+    resume: bool = False,
+    progress: bool = True,
+    augment: bool | None = None,
+    description: str = "train",
+) -> FitResult:
+    """Train `classifier` through `stages`, checkpointing every epoch into `run_dir`.
+
+    `classifier(inputs, mask)` returns (logits, pooled embedding). Teacher targets are index-aligned with
+    `train_set`. A quantize stage needs `quantizer_factory(classifier) -> CodebookQuantizer`. The best epoch
+    (by validation accuracy) is selected among the epochs of the *last* stage, so a quantized run always ends
+    with weights on its codebooks. With `resume=True` the run continues from `run_dir/last.pt` bit-for-bit.
+    """
+    run_dir = Path(run_dir)
+    world = Distributed()
+    torch.manual_seed(seed)
+    needs_teacher = any(stage.weights.uses_teacher for stage in stages)
+    if needs_teacher and teacher is None:
+        raise QuadsError("a distillation stage needs teacher targets, but none were given")
+    if any(stage.quantize for stage in stages) and quantizer_factory is None:
+        raise QuadsError("a quantize stage needs a quantizer factory")
+    if teacher is not None and len(teacher.embeddings) != len(train_set):
+        raise QuadsError(f"teacher targets cover {len(teacher.embeddings)} utterances, the train set has "
+                         f"{len(train_set)}: the teacher cache belongs to another corpus")
+
+    projection = None
+    if needs_teacher and any(stage.weights.embedding > 0 for stage in stages):
+        with torch.no_grad():
+            probe = train_set.collate([0])
+            _, embedding = classifier_outputs(classifier.eval()(probe.inputs, probe.mask))
+        classifier.train()
+        projection = EmbeddingProjection(embedding.shape[-1], teacher.embeddings.shape[-1])
+    module = StudentWithProjection(classifier, projection)
+    optimizer = make_optimizer(module, optim)
+    trained: nn.Module = module
+    if world.world_size > 1:
+        trained = nn.parallel.DistributedDataParallel(module)
+
+    batches_per_epoch = len(global_batches(len(train_set), optim.batch_size, seed, 0, world.world_size))
+    if batches_per_epoch == 0:
+        raise QuadsError(f"the train set has {len(train_set)} utterances, fewer than one batch")
+    total_epochs = sum(stage.epochs for stage in stages)
+    total_steps = total_epochs * batches_per_epoch
+    warmup_steps = int(optim.warmup_epochs * batches_per_epoch)
+    use_augment = optim.spec_augment if augment is None else augment
+
+    state = {"epoch": 0, "step": 0, "history": [], "best": None, "quantizer": None}
+    quantizer = None
+    resumed_quantizer_state = None
+    checkpoint_path = run_dir / "last.pt"
+    if resume and checkpoint_path.exists():
+        checkpoint = load_checkpoint(checkpoint_path)
+        if checkpoint.get("fingerprint") != fingerprint:
+            raise CheckpointMismatch(
+                f"{checkpoint_path} was written by a different configuration (fingerprint "
+                f"{checkpoint.get('fingerprint')} != {fingerprint}); use a new --out or drop --resume")
+        module.load_state_dict(checkpoint["module"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["rng"])
+        state = {key: checkpoint[key] for key in ("epoch", "step", "history", "best", "quantizer")}
+        resumed_quantizer_state = state["quantizer"]
+    elif world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    tensorboard = TensorBoardLog(run_dir / "tensorboard" if world.is_main else None)
+    epoch_stage = [(index, stage) for index, stage in enumerate(stages) for _ in range(stage.epochs)]
+    last_stage_index = len(stages) - 1
+    step = state["step"]
+
+    for epoch in range(state["epoch"], total_epochs):
+        stage_index, stage = epoch_stage[epoch]
+        first_epoch_of_stage = epoch == 0 or epoch_stage[epoch - 1][0] != stage_index
+        if stage.quantize:
+            if quantizer is None:
+                quantizer = quantizer_factory(classifier)
+            if first_epoch_of_stage:
+                quantizer.reassign()
+            elif resumed_quantizer_state is not None:
+                quantizer.load_state_dict(resumed_quantizer_state)  # resuming in the middle of a quantize stage
+            resumed_quantizer_state = None
+        weights = stage.weights
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, ce, correct, examples
+        batches = global_batches(len(train_set), optim.batch_size, seed, epoch, world.world_size)
+        generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+        bar = tqdm(batches, desc=f"{description} {epoch + 1}/{total_epochs} [{stage.name}]", leave=False,
+                   disable=not (progress and world.is_main), unit="batch")
+        module.train()
+        for global_batch in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * learning_rate_factor(
+                    step, total_steps, warmup_steps, optim.min_lr_ratio)
+            batch = train_set.collate(rank_share(global_batch, world.rank, world.world_size))
+            if use_augment and train_set.time_dim == 1:
+                batch = spec_augment(batch, generator)
+            if quantizer is not None and stage.quantize:
+                quantizer.swap_in_snapped()
+            logits, _, projected = trained(batch.inputs, batch.mask)
+            target_embedding = teacher.embeddings[batch.index] if teacher is not None else None
+            target_logits = teacher.logits[batch.index] if teacher is not None and teacher.logits is not None else None
+            per_example, terms = per_example_loss(weights, logits, batch.labels, projected, target_embedding,
+                                                  target_logits)
+            # DDP averages gradients over ranks; scaling by world/global makes that the global-batch mean.
+            loss = per_example.sum() * (world.world_size / len(global_batch))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{description}: the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"(stage '{stage.name}'); lower optim.lr or check the data. The last good checkpoint is "
+                    f"{checkpoint_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            centroid_loss = torch.zeros(())
+            if quantizer is not None and stage.quantize:
+                quantizer.restore_latent()
+                centroid_loss = quantizer.add_centroid_gradient(weights.centroid)
+            if optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), optim.grad_clip)
+            optimizer.step()
+            if quantizer is not None and stage.quantize:
+                quantizer.update_centroids()
+            step += 1
+            sums += torch.tensor([float(per_example.detach().sum()), float(terms["ce"].detach().sum()),
+                                  float((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)],
+                                 dtype=torch.float64)
+            bar.set_postfix(loss=f"{float(per_example.mean()):.3f}", lc=f"{float(centroid_loss):.2e}")
+        bar.close()
+        sums = world.all_sum(sums)
+
+        if quantizer is not None and stage.quantize:
+            with quantizer.snapped():
+                valid_accuracy, valid_loss = evaluate_accuracy(classifier, valid_set)
+        else:
+            valid_accuracy, valid_loss = evaluate_accuracy(classifier, valid_set)
+        row = {
+            "epoch": epoch + 1,
+            "stage": stage.name,
+            "stage_index": stage_index,
+            "train_loss": float(sums[0] / sums[3]),
+            "train_ce": float(sums[1] / sums[3]),
+            "train_accuracy": float(sums[2] / sums[3]),
+            "valid_loss": valid_loss,
+            "valid_accuracy": valid_accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        state["history"].append(row)
+        if stage_index == last_stage_index and (state["best"] is None
+                                                or valid_accuracy > state["best"]["valid_accuracy"]):
+            if quantizer is not None and stage.quantize:
+                with quantizer.snapped():
+                    selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+                selected_quantizer = quantizer.state_dict()
+            else:
+                selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+                selected_quantizer = None
+            state["best"] = {"epoch": epoch + 1, "valid_accuracy": valid_accuracy, "model": selected,
+                             "quantizer": selected_quantizer}
+        last_epoch_of_stage = epoch + 1 == total_epochs or epoch_stage[epoch + 1][0] != stage_index
+        if quantizer is not None and stage.quantize and last_epoch_of_stage:
+            quantizer.hard_snap()  # the next stage starts from the quantized weights
+        state["quantizer"] = quantizer.state_dict() if quantizer is not None and stage.quantize else None
+        state["epoch"] = epoch + 1
+        state["step"] = step
+        if world.is_main:
+            save_checkpoint(checkpoint_path, {
+                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), **state})
+            write_metrics_csv(run_dir / "metrics.csv", state["history"])
+            tensorboard.add(row, epoch + 1)
+            if progress:
+                tqdm.write(f"{description} epoch {epoch + 1}/{total_epochs} [{stage.name}] "
+                           f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+                           f"valid acc {valid_accuracy:.3f}")
+        world.barrier()
+    tensorboard.close()
+    best = state["best"]
+    classifier.load_state_dict(best["model"])
+    return FitResult(best_epoch=best["epoch"], best_valid_accuracy=best["valid_accuracy"], history=state["history"],
+                     model_state=best["model"], quantizer_state=best["quantizer"], steps=step)
