@@ -248,7 +248,10 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(message)
     from quads.codebook import validate_bits
 
-    validate_bits(config.quant.bits)
+    try:
+        validate_bits(config.quant.bits)
+    except ConfigError as error:
+        raise ConfigError(f"quant.bits: {error}") from None
     for pattern, bits in config.quant.per_layer.items():
         try:
             validate_bits(bits)

@@ -1,0 +1,53 @@
+import pytest
+
+from quads.config import RunConfig, load_config, parse_schedule, save_config
+from quads.errors import ConfigError
+
+
+def test_defaults_load_without_a_file():
+    config = load_config(None)
+    assert isinstance(config, RunConfig)
+    assert config.quant.bits == 4
+
+
+def test_yaml_values_and_overrides_are_applied(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 7\ndistill:\n  alpha: 0.25\nquant:\n  schedule: [[distill, 2], [quantize, 3]]\n")
+    config = load_config(path, overrides=["optim.epochs=5", "quant.bits=2"])
+    assert (config.seed, config.distill.alpha, config.optim.epochs, config.quant.bits) == (7, 0.25, 5, 2)
+    assert parse_schedule(config.quant.schedule) == [("distill", 2), ("quantize", 3)]
+
+
+def test_a_typo_in_a_key_names_it_and_suggests_the_closest(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("distill:\n  alpah: 0.5\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'distill.alpah'.*did you mean 'alpha'"):
+        load_config(path)
+
+
+def test_a_typo_in_a_section_is_reported(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optimm:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="did you mean 'optim'"):
+        load_config(path)
+
+
+def test_wrong_types_and_values_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.epochs: expected an integer"):
+        load_config(None, overrides=["optim.epochs=many"])
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        load_config(None, overrides=["distill.alpha=1.5"])
+    with pytest.raises(ConfigError, match=r"quant\.bits: unsupported bit width 5"):
+        load_config(None, overrides=["quant.bits=5"])
+
+
+def test_unknown_schedule_phase_is_rejected():
+    with pytest.raises(ConfigError, match="did you mean 'quantize'"):
+        parse_schedule([["quantise", 3]])
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    config = load_config(None, overrides=["seed=3", "quant.per_layer={'head.*': 8}"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert load_config(tmp_path / "config.yaml").fingerprint() == config.fingerprint()
