@@ -1,0 +1,104 @@
+"""Compression recipes as lists of training stages: QUADS and the baselines it is measured against.
+
+| recipe       | starts from            | stages                                                             |
+|--------------|------------------------|--------------------------------------------------------------------|
+| `fp32`       | scratch                | CE only (the student fp32 baseline)                                |
+| `distill`    | scratch                | L_dis throughout (student + distillation, fp32)                    |
+| `ptq`        | the distilled student  | none: k-means codebooks fitted once, weights snapped (no retraining) |
+| `qat`        | scratch                | the QUADS schedule without a teacher: CE, then L_centroid + CE     |
+| `sequential` | the distilled student  | quantization stages with L_centroid + CE only (the teacher is gone) |
+| `quads`      | scratch                | alternating distillation and quantization stages, teacher throughout |
+
+At 16 and 32 bits nothing is clustered: every recipe trains as its fp32 counterpart and 16 bits is a float16
+cast at export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quads.config import RunConfig, parse_schedule
+from quads.distill import ce_weights, distillation_weights, quantization_weights
+from quads.errors import ConfigError
+from quads.train import Stage
+
+RECIPES = ("fp32", "distill", "ptq", "qat", "sequential", "quads")
+
+# The public reference's 20 epochs: distil 1-3, quantize 4-6, distil 7-12, quantize 13-20.
+PAPER_PATTERN = (("distill", 3), ("quantize", 3), ("distill", 6), ("quantize", 8))
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """What a recipe trains: its stages, whether it starts from the distilled fp32 student, and whether
+    it only clusters the weights once after training (PTQ)."""
+
+    recipe: str
+    bits: int
+    stages: tuple[Stage, ...]
+    from_distilled_student: bool = False
+    post_training_only: bool = False
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(stage.weights.uses_teacher for stage in self.stages)
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits <= 8
+
+
+def paper_schedule(total_epochs: int) -> list[tuple[str, int]]:
+    """The paper's distil/quantize/distil/quantize pattern scaled to `total_epochs`, ending on quantize."""
+    if total_epochs < 1:
+        raise ConfigError("optim.epochs must be >= 1")
+    if total_epochs == 1:
+        return [("quantize", 1)]
+    if total_epochs < 4:
+        return [("distill", total_epochs - total_epochs // 2), ("quantize", total_epochs // 2)]
+    pattern_total = sum(epochs for _, epochs in PAPER_PATTERN)
+    scaled = [max(1, round(epochs * total_epochs / pattern_total)) for _, epochs in PAPER_PATTERN]
+    scaled[-1] += total_epochs - sum(scaled)
+    while scaled[-1] < 1:  # rounding overshoot on short budgets: take back from the longest distil stage
+        longest = max((0, 2), key=lambda i: scaled[i])
+        scaled[longest] -= 1
+        scaled[-1] += 1
+    return [(phase, epochs) for (phase, _), epochs in zip(PAPER_PATTERN, scaled, strict=True)]
+
+
+def schedule_for(config: RunConfig) -> list[tuple[str, int]]:
+    """The configured schedule, or the paper's pattern scaled to optim.epochs."""
+    stages = parse_schedule(config.quant.schedule) if config.quant.schedule else paper_schedule(config.optim.epochs)
+    if stages[-1][0] != "quantize":
+        raise ConfigError("quant.schedule must end on a quantize stage, so the final weights are on the codebook")
+    return stages
+
+
+def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
+    """Turn a recipe name and a config into the stages to train."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}': choose one of {', '.join(RECIPES)}")
+    bits = config.quant.bits if bits is None else bits
+    epochs = config.optim.epochs
+    distill = distillation_weights(config.distill)
+    if recipe == "fp32" or (recipe == "qat" and bits > 8):
+        return RecipePlan(recipe, bits, (Stage("ce", epochs, ce_weights()),))
+    if recipe == "distill" or (recipe == "quads" and bits > 8):
+        return RecipePlan(recipe, bits, (Stage("distill", epochs, distill),))
+    if recipe == "ptq" or (recipe == "sequential" and bits > 8):
+        return RecipePlan(recipe, bits, (), from_distilled_student=True, post_training_only=bits <= 8)
+    schedule = schedule_for(config)
+    if recipe == "sequential":
+        quantize_epochs = sum(n for phase, n in schedule if phase == "quantize")
+        weights = quantization_weights(config.distill, config.quant, with_teacher=False)
+        return RecipePlan(recipe, bits, (Stage("quantize", quantize_epochs, weights, quantize=True),),
+                          from_distilled_student=True)
+    with_teacher = recipe == "quads"
+    stages = []
+    for phase, n in schedule:
+        if phase == "distill":
+            stages.append(Stage("distill" if with_teacher else "ce", n, distill if with_teacher else ce_weights()))
+        else:
+            weights = quantization_weights(config.distill, config.quant, with_teacher=with_teacher)
+            stages.append(Stage("quantize", n, weights, quantize=True))
+    return RecipePlan(recipe, bits, tuple(stages))

@@ -1,0 +1,55 @@
+import pytest
+
+from quads.config import load_config
+from quads.errors import ConfigError
+from quads.recipes import RECIPES, paper_schedule, plan
+
+
+def test_paper_schedule_at_twenty_epochs_is_the_reference_pattern():
+    assert paper_schedule(20) == [("distill", 3), ("quantize", 3), ("distill", 6), ("quantize", 8)]
+
+
+@pytest.mark.parametrize("epochs", range(1, 41))
+def test_scaled_schedule_keeps_the_budget_and_ends_on_quantize(epochs):
+    schedule = paper_schedule(epochs)
+    assert sum(n for _, n in schedule) == epochs
+    assert schedule[-1][0] == "quantize"
+    assert all(n >= 1 for _, n in schedule)
+
+
+def test_quads_quantize_stages_keep_the_teacher_teaching():
+    config = load_config(None, overrides=["optim.epochs=10", "distill.alpha=0.5", "quant.gamma=0.4"])
+    stages = plan("quads", config).stages
+    quantize = [stage for stage in stages if stage.quantize]
+    assert quantize and all(stage.weights.embedding == pytest.approx(0.4 * 0.5) for stage in quantize)
+    assert all(stage.weights.centroid == pytest.approx(0.6 * config.quant.centroid_weight) for stage in quantize)
+    assert stages[-1].quantize
+
+
+def test_sequential_quantizes_a_distilled_student_without_the_teacher():
+    config = load_config(None, overrides=["optim.epochs=20"])
+    recipe = plan("sequential", config, bits=2)
+    assert recipe.from_distilled_student and not recipe.uses_teacher
+    assert [stage.epochs for stage in recipe.stages] == [11]
+
+
+def test_qat_is_the_quads_schedule_without_a_teacher():
+    config = load_config(None, overrides=["optim.epochs=20"])
+    qat, quads = plan("qat", config, bits=4), plan("quads", config, bits=4)
+    assert [s.epochs for s in qat.stages] == [s.epochs for s in quads.stages]
+    assert not qat.uses_teacher and quads.uses_teacher
+
+
+def test_sixteen_and_thirty_two_bits_train_in_float():
+    config = load_config(None)
+    for recipe in RECIPES:
+        for bits in (16, 32):
+            assert not any(stage.quantize for stage in plan(recipe, config, bits=bits).stages)
+
+
+def test_unknown_recipe_and_schedule_not_ending_on_quantize_are_refused():
+    config = load_config(None, overrides=["quant.schedule=[[quantize, 2], [distill, 2]]"])
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        plan("quadz", config)
+    with pytest.raises(ConfigError, match="must end on a quantize stage"):
+        plan("quads", config)
