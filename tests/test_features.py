@@ -173,3 +173,7 @@ def test_features_command_fills_the_cache_then_reuses_it(tmp_path, capsys):
 def test_features_command_reports_a_bad_corpus_without_a_traceback(tmp_path, capsys):
     assert quads_main(["features", str(tmp_path / "absent"), "--cache", str(tmp_path / "cache")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label\n", encoding="utf-8")
+    assert quads_main(["features", str(manifest), "--recordings", "both", "--cache", str(tmp_path / "cache")]) == 2
+    assert "['recordings'] do not apply to load_manifest" in capsys.readouterr().err

@@ -224,10 +224,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="which splits")
     parser.add_argument("--skip-missing", action="store_true", help="skip utterances whose audio file is missing")
     parser.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="storage precision")
+    parser.add_argument("--recordings", choices=("headset", "farfield", "both"), help="SLURP only (default headset)")
 
 
 def run(args: argparse.Namespace) -> int:
-    corpus = open_corpus(args.data_dir, skip_missing=args.skip_missing)
+    options = {"skip_missing": args.skip_missing}
+    if args.recordings:
+        options["recordings"] = args.recordings
+    corpus = open_corpus(args.data_dir, **options)
     utterances = [utterance for split in args.splits for utterance in corpus.splits[split]]
     config = FrontEndConfig(n_mels=args.n_mels)
     cache = FeatureCache(args.cache or default_cache_dir(), dtype=args.dtype)
