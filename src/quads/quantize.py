@@ -1,0 +1,392 @@
+"""Walking a model: which tensors get codebooks, snapping around each step, the centroid loss and its updates.
+
+Quantization-aware training here keeps "latent" float weights in the model's own parameters and only swaps
+the snapped weights in for the forward/backward pass (straight-through estimator). Parameters are never
+replaced or re-parametrised, so their identity and the state_dict keys stay the same, and a
+DistributedDataParallel wrapper, an optimizer or a checkpoint sees an ordinary model. The training loop calls,
+for every optimizer step:
+
+    quantizer.swap_in_snapped()          # param <- snapped(latent); latent kept aside
+    loss.backward()                      # gradient at the snapped point (DDP all-reduces it here)
+    quantizer.restore_latent()           # param <- latent; grads stay: the STE
+    value = quantizer.add_centroid_gradient(coefficient)   # analytic d L_centroid / d w, no second backward
+    clip_grad_norm_(...); optimizer.step()                 # updates the latent weights
+    quantizer.update_centroids()         # each centroid <- mean of its cluster's latent weights
+
+Assignments stay fixed within a quantization stage; `reassign()` refits the codebooks (k-means on the current
+weights) at the start of each stage and `hard_snap()` writes the snapped weights into the model at its end.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, fit_codebook, has_codebook, validate_bits
+from quads.errors import ConfigError
+
+STATE_FORMAT = 1  # version of CodebookQuantizer.state_dict()
+
+
+@dataclass
+class QuantizationSpec:
+    """What to quantize and how finely.
+
+    `bits` applies to every selected tensor unless a `per_layer` pattern (fnmatch on the parameter name, the
+    first matching pattern wins) sets another width: 1/2/3/4/8 for a codebook, 16 for float16, 32 to keep it
+    float. Selected are the parameters with at least `include_ndim_at_least` dimensions (Linear, Conv1d and
+    embedding weights; biases and norm weights stay float), minus those matching an `exclude` pattern.
+    A tensor with fewer than `min_numel_per_centroid * 2^b` elements is kept float with a warning: with fewer
+    than a few weights per centroid the codebook costs about as much as it saves and hardly constrains them.
+    `iterations` bounds the Lloyd iterations of each k-means fit.
+    """
+
+    bits: int = 4
+    per_layer: dict[str, int] = field(default_factory=dict)
+    include_ndim_at_least: int = 2
+    exclude: list[str] = field(default_factory=list)
+    iterations: int = 25
+    min_numel_per_centroid: int = 4
+
+    def __post_init__(self) -> None:
+        validate_bits(self.bits)
+        for pattern, bits in self.per_layer.items():
+            try:
+                validate_bits(bits)
+            except ConfigError as error:
+                raise ConfigError(f"per_layer[{pattern!r}]: {error}") from None
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
+
+    def bits_for(self, name: str) -> int:
+        """The width for parameter `name`: the first matching per_layer pattern, else `bits`."""
+        for pattern, bits in self.per_layer.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return bits
+        return self.bits
+
+
+def select_quantized_tensors(model: nn.Module, spec: QuantizationSpec) -> dict[str, int]:
+    """Map each parameter that gets quantized (codebook or float16) to its bit width, in model order."""
+    selected: dict[str, int] = {}
+    for name, param in model.named_parameters():
+        if param.ndim < spec.include_ndim_at_least or not param.is_floating_point():
+            continue
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in spec.exclude):
+            continue
+        bits = spec.bits_for(name)
+        if bits == FLOAT_BITS:
+            continue
+        if has_codebook(bits) and param.numel() < spec.min_numel_per_centroid * 2**bits:
+            warnings.warn(
+                f"{name} ({param.numel()} weights) is too small for a {bits}-bit codebook of {2**bits} centroids "
+                f"(needs at least {spec.min_numel_per_centroid * 2**bits}); keeping it float",
+                stacklevel=2,
+            )
+            continue
+        selected[name] = bits
+    return selected
+
+
+@dataclass
+class _TensorState:
+    """Per-tensor training state: the parameter, its width and (codebook widths) centroids/assignments."""
+
+    param: nn.Parameter
+    bits: int
+    centroids: Tensor | None = None  # float32 [2^b] on the parameter's device
+    indices: Tensor | None = None  # int64 [numel] on the parameter's device, fixed within a stage
+    counts: Tensor | None = None  # int64 [2^b] members per cluster (constant while indices are)
+    latent: Tensor | None = None  # buffer holding the latent weights while snapped ones are swapped in
+
+    def snapped(self) -> Tensor:
+        """The weights on the codebook (or rounded to float16), in the parameter's dtype and shape."""
+        if self.bits == FP16_BITS:
+            return self.param.detach().to(torch.float16).to(self.param.dtype)
+        self.follow_device()
+        assert self.centroids is not None and self.indices is not None
+        return self.centroids[self.indices].view_as(self.param).to(self.param.dtype)
+
+    def follow_device(self) -> None:
+        """Move the codebook to the parameter's device if the model was moved after fitting."""
+        if self.centroids is not None and self.centroids.device != self.param.device:
+            assert self.indices is not None and self.counts is not None
+            device = self.param.device
+            self.centroids, self.indices, self.counts = (t.to(device) for t in (self.centroids, self.indices,
+                                                                                 self.counts))
+
+
+class CodebookQuantizer:
+    """The state of codebook quantization-aware training for one model (see the module docstring).
+
+    Pass the bare model (not its DistributedDataParallel wrapper) so names match its state_dict. Codebooks are
+    fitted on construction unless `fit=False` (e.g. before `load_state_dict` on resume).
+    """
+
+    def __init__(self, model: nn.Module, spec: QuantizationSpec | None = None, fit: bool = True) -> None:
+        self.spec = spec or QuantizationSpec()
+        self._model = model
+        params = dict(model.named_parameters())
+        self._states = {name: _TensorState(params[name], bits)
+                        for name, bits in select_quantized_tensors(model, self.spec).items()}
+        self._swapped = False
+        if fit:
+            self.reassign()
+
+    # ------------------------------------------------------------------------------------------ introspection
+
+    @property
+    def bits(self) -> dict[str, int]:
+        """Width of each quantized parameter, by name."""
+        return {name: state.bits for name, state in self._states.items()}
+
+    def centroids(self, name: str) -> Tensor:
+        """A copy of the current codebook of parameter `name` (float32 [2^b])."""
+        state = self._states[name]
+        if state.centroids is None:
+            raise KeyError(f"{name} has no codebook ({state.bits}-bit)")
+        return state.centroids.clone()
+
+    def assignments(self, name: str) -> Tensor:
+        """A copy of the cluster index of each weight of parameter `name` (int64 [numel])."""
+        state = self._states[name]
+        if state.indices is None:
+            raise KeyError(f"{name} has no codebook ({state.bits}-bit)")
+        return state.indices.clone()
+
+    def _require_latent(self, action: str) -> None:
+        if self._swapped:
+            raise RuntimeError(f"cannot {action} while snapped weights are swapped in; call restore_latent() first")
+
+    # ------------------------------------------------------------------------------------------ stage edges
+
+    @torch.no_grad()
+    def reassign(self) -> None:
+        """Refit every codebook by k-means on the current weights (start of a quantization stage)."""
+        self._require_latent("reassign")
+        for state in self._states.values():
+            if not has_codebook(state.bits):
+                continue
+            codebook = fit_codebook(state.param.detach(), state.bits, iterations=self.spec.iterations)
+            device = state.param.device
+            state.centroids = codebook.centroids.to(device=device, dtype=torch.float32)
+            state.indices = codebook.indices.to(device=device, dtype=torch.int64)
+            state.counts = torch.bincount(state.indices, minlength=2**state.bits)
+
+    @torch.no_grad()
+    def round_centroids_to(self, dtype: torch.dtype) -> None:
+        """Round every centroid to a value representable in `dtype` (e.g. float16, the packed file's codebook
+        dtype), so weights snapped afterwards equal what the file will hold bit for bit."""
+        for name, state in self._states.items():
+            if state.centroids is None:
+                continue
+            rounded = state.centroids.to(dtype)
+            if not bool(torch.isfinite(rounded).all()):
+                raise ConfigError(f"{name}: a centroid of magnitude {float(state.centroids.abs().max()):.3g} "
+                                  f"does not fit in {dtype}; store codebooks as float32")
+            state.centroids = rounded.float()
+
+    @torch.no_grad()
+    def hard_snap(self) -> None:
+        """Write the snapped weights into the parameters for good (end of a quantization stage): each codebook
+        tensor then holds at most 2^b distinct values and a following distillation stage starts from them."""
+        self._require_latent("hard_snap")
+        for state in self._states.values():
+            state.param.copy_(state.snapped())
+
+    # ------------------------------------------------------------------------------------------ every step
+
+    @torch.no_grad()
+    def swap_in_snapped(self) -> None:
+        """Put the snapped weights into the parameters for the forward/backward pass; keep the latent ones."""
+        self._require_latent("swap in snapped weights")
+        for state in self._states.values():
+            if state.latent is None or state.latent.shape != state.param.shape or \
+                    state.latent.dtype != state.param.dtype or state.latent.device != state.param.device:
+                state.latent = torch.empty_like(state.param, memory_format=torch.contiguous_format)
+            state.latent.copy_(state.param)
+            state.param.copy_(state.snapped())
+        self._swapped = True
+
+    @torch.no_grad()
+    def restore_latent(self) -> None:
+        """Put the latent weights back; gradients computed at the snapped point stay (straight-through)."""
+        if not self._swapped:
+            raise RuntimeError("restore_latent() without a matching swap_in_snapped()")
+        for state in self._states.values():
+            assert state.latent is not None
+            state.param.copy_(state.latent)
+        self._swapped = False
+
+    @contextmanager
+    def snapped(self) -> Iterator[None]:
+        """Evaluate with snapped weights: `with quantizer.snapped(): model(x)`; latent weights come back after."""
+        self.swap_in_snapped()
+        try:
+            yield
+        finally:
+            self.restore_latent()
+
+    @torch.no_grad()
+    def centroid_loss(self) -> Tensor:
+        """L_centroid: the mean over codebook tensors of each tensor's mean squared distance between latent
+        weights and their assigned centroids (a float32 scalar; 0 when there is no codebook tensor)."""
+        self._require_latent("compute the centroid loss")
+        terms = [(state.param.detach().float() - state.snapped().float()).pow(2).mean()
+                 for state in self._states.values() if state.centroids is not None]
+        if not terms:
+            return torch.zeros(())
+        return torch.stack([t.to(terms[0].device) for t in terms]).mean()
+
+    @torch.no_grad()
+    def add_centroid_gradient(self, coefficient: float) -> Tensor:
+        """Add `coefficient * dL_centroid/dw` to each codebook parameter's `.grad` and return L_centroid.
+
+        With L_centroid = (1/T) * sum_t mean_i (w_ti - c_t[a_ti])^2 over the T codebook tensors, the gradient
+        of weight i of tensor t is 2 (w_ti - c_t[a_ti]) / (T * numel_t); centroids are treated as constants
+        (they follow the weights through `update_centroids`). Being analytic, it works after DDP's all-reduce
+        without a second backward pass. Call it once per optimizer step, after `restore_latent()`.
+        """
+        self._require_latent("add the centroid gradient")
+        codebook_states = [state for state in self._states.values() if state.centroids is not None]
+        if not codebook_states:
+            return torch.zeros(())
+        total = torch.zeros((), dtype=torch.float32, device=codebook_states[0].param.device)
+        count = len(codebook_states)
+        for state in codebook_states:
+            param = state.param
+            distance = param.detach() - state.snapped()
+            total += distance.float().pow(2).mean().to(total.device)
+            if coefficient != 0.0:
+                scale = 2.0 * coefficient / (count * param.numel())
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                param.grad.add_(distance, alpha=scale)
+        return total / count
+
+    @torch.no_grad()
+    def update_centroids(self) -> None:
+        """Move each centroid to the mean of its cluster's current latent weights (after `optimizer.step()`);
+        an empty cluster keeps its centroid. Assignments do not change."""
+        self._require_latent("update centroids")
+        for state in self._states.values():
+            if state.centroids is None:
+                continue
+            state.follow_device()
+            assert state.indices is not None and state.counts is not None
+            sums = torch.zeros(state.centroids.numel(), dtype=torch.float64, device=state.param.device)
+            sums.index_add_(0, state.indices, state.param.detach().reshape(-1).double())
+            means = (sums / state.counts.clamp(min=1)).float()
+            state.centroids = torch.where(state.counts > 0, means, state.centroids)
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict:
+        """Centroids, assignments and spec as plain tensors and JSON-able values, so `torch.save` writes it and
+        `torch.load(..., weights_only=True)` reads it back; with the model's own state this resumes bit-exactly."""
+        self._require_latent("save the quantizer state")
+        return {
+            "format": STATE_FORMAT,
+            "spec": asdict(self.spec),
+            "bits": self.bits,
+            "centroids": {n: s.centroids.detach().cpu().clone() for n, s in self._states.items()
+                          if s.centroids is not None},
+            "indices": {n: s.indices.detach().cpu().to(torch.uint8) for n, s in self._states.items()
+                        if s.indices is not None},
+        }
+
+    @classmethod
+    def from_state_dict(cls, model: nn.Module, state: dict) -> CodebookQuantizer:
+        """A quantizer for `model` with the spec, selection and codebooks saved by `state_dict()`."""
+        quantizer = cls(model, QuantizationSpec(**state["spec"]), fit=False)
+        quantizer.load_state_dict(state)
+        return quantizer
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore codebooks saved by `state_dict()`. The saved spec and selection replace this quantizer's (so
+        `CodebookQuantizer(model, fit=False).load_state_dict(saved)` restores any run); ConfigError if they do
+        not fit this model."""
+        self._require_latent("load the quantizer state")
+        if state.get("format") != STATE_FORMAT:
+            raise ConfigError(f"quantizer state has format {state.get('format')!r}; this quads reads {STATE_FORMAT}")
+        spec = QuantizationSpec(**state["spec"])
+        params = dict(self._model.named_parameters())
+        states: dict[str, _TensorState] = {}
+        for name, saved_bits in state["bits"].items():
+            bits = validate_bits(int(saved_bits))
+            if name not in params:
+                raise ConfigError(f"the saved quantizer state quantizes {name!r}, which this model does not have")
+            param = params[name]
+            states[name] = tensor_state = _TensorState(param, bits)
+            if not has_codebook(bits):
+                continue
+            centroids, indices = state["centroids"].get(name), state["indices"].get(name)
+            if centroids is None or indices is None or centroids.numel() != 2**bits \
+                    or indices.numel() != param.numel():
+                raise ConfigError(f"{name}: the saved codebook is missing or does not fit the parameter "
+                                  f"({param.numel()} weights, {bits} bits)")
+            tensor_state.centroids = centroids.to(device=param.device, dtype=torch.float32).clone()
+            tensor_state.indices = indices.to(device=param.device, dtype=torch.int64).reshape(-1)
+            if int(tensor_state.indices.max()) >= 2**bits:
+                raise ConfigError(f"{name}: saved assignments point past its {2**bits}-entry codebook")
+            tensor_state.counts = torch.bincount(tensor_state.indices, minlength=2**bits)
+        self.spec, self._states = spec, states
+
+    # ------------------------------------------------------------------------------------------ export
+
+    @torch.no_grad()
+    def export(self) -> dict[str, QuantizedTensor]:
+        """Every quantized tensor in its stored form, from the current codebooks and assignments (the weights
+        the model computes with after `hard_snap()`); the rest of the model's state stays float."""
+        exported: dict[str, QuantizedTensor] = {}
+        for name, state in self._states.items():
+            shape = tuple(state.param.shape)
+            if state.bits == FP16_BITS:
+                exported[name] = QuantizedTensor(FP16_BITS, shape, values=state.param.detach().cpu().half())
+            else:
+                assert state.indices is not None and state.centroids is not None
+                exported[name] = QuantizedTensor(state.bits, shape, indices=state.indices.cpu().to(torch.uint8),
+                                                 centroids=state.centroids.detach().cpu().clone())
+        return exported
+
+    def summary(self, codebook_bytes_per_value: int = 2) -> dict:
+        """Counts for reports: quantized tensors, parameters per bit width and the theoretical size in bytes
+        (bit-packed indices + codebooks at `codebook_bytes_per_value` + float16 tensors + float remainder)."""
+        params_by_bits: dict[int, int] = {}
+        size = 0.0
+        for state in self._states.values():
+            numel = state.param.numel()
+            params_by_bits[state.bits] = params_by_bits.get(state.bits, 0) + numel
+            if state.bits == FP16_BITS:
+                size += 2 * numel
+            else:
+                size += math.ceil(numel * state.bits / 8) + codebook_bytes_per_value * 2**state.bits
+        float_elements = 0
+        for name, tensor in self._model.state_dict().items():
+            if name not in self._states:
+                float_elements += tensor.numel()
+                size += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+        return {
+            "quantized_tensors": len(self._states),
+            "params_by_bits": dict(sorted(params_by_bits.items())),
+            "float_remainder_elements": float_elements,
+            "theoretical_bytes": int(size),
+        }
+
+
+def post_training_quantize(model: nn.Module, spec: QuantizationSpec | None = None,
+                           codebook_dtype: torch.dtype | None = torch.float16) -> CodebookQuantizer:
+    """The PTQ baseline: fit codebooks to the trained weights and snap them, no retraining. Centroids are
+    rounded to `codebook_dtype` first (None keeps float32) so the model equals its packed file exactly."""
+    quantizer = CodebookQuantizer(model, spec)
+    if codebook_dtype is not None:
+        quantizer.round_centroids_to(codebook_dtype)
+    quantizer.hard_snap()
+    return quantizer
