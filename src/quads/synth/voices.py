@@ -1,0 +1,113 @@
+"""Synthetic speakers: one TTS engine + voice + variant + rate + pitch setting is one "speaker".
+
+Speakers are drawn deterministically from a seed and divided into speaker-disjoint train/valid/test splits,
+like FSC's, with both engines in every split so no split is "the flite split".
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from quads.errors import ConfigError
+
+ESPEAK = "espeak-ng"
+FLITE = "flite"
+SPLITS = ("train", "valid", "test")
+SPLIT_FRACTIONS = {"train": 0.70, "valid": 0.15, "test": 0.15}
+
+# `espeak-ng --voices=en` minus the MBROLA voices (they need the separate mbrola package).
+ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                 "en-us-nyc")
+# `espeak-ng --voices=variant`, keeping the human-sounding ones and dropping aliases that sound identical
+# (caleb and klatt6 are klatt) and novelty voices (robots, whisper, demonic).
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+                   "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "adam", "Alex", "Alicia", "Andrea", "Andy",
+                   "Annie", "aunty", "belinda", "benjamin", "boris", "david", "Denis", "ed", "edward", "Gene",
+                   "grandma", "grandpa", "Hugo", "iven", "john", "linda", "Lee", "Marco", "max", "Michael",
+                   "michel", "Mike", "norbert", "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby",
+                   "steph", "travis", "victor", "zac")
+ESPEAK_RATE_WPM = (135, 200)        # espeak-ng -s (default 175)
+ESPEAK_PITCH = (25, 75)             # espeak-ng -p, 0..99 (default 50)
+# `flite -lv` voices at 16 kHz with their measured median F0 in Hz: pitch is set relative to it.
+FLITE_VOICES = {"slt": 175.0, "awb": 130.0, "rms": 100.0, "kal16": 100.0}
+FLITE_DURATION_STRETCH = (0.85, 1.25)   # >1 speaks slower
+FLITE_PITCH_FACTOR = (0.85, 1.20)
+FLITE_SHARE = 0.3                   # flite has 4 voices to espeak-ng's 8 x 57 combinations
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A TTS setting that plays the part of one person; `speaker_id` is readable and filesystem-safe."""
+
+    speaker_id: str
+    engine: str          # ESPEAK or FLITE
+    voice: str
+    variant: str         # espeak-ng variant (`+m3`); "" for flite
+    rate: float          # espeak-ng: words per minute; flite: duration stretch
+    pitch: float         # espeak-ng: 0..99; flite: target mean F0 in Hz
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def make_speakers(count: int, seed: int) -> list[Speaker]:
+    """`count` distinct speakers, about 30% flite; the same seed always gives the same speakers."""
+    if count < len(SPLITS):
+        raise ConfigError(f"speakers: need at least {len(SPLITS)} (one per split), got {count}")
+    rng = random.Random(f"quads-speakers-{seed}")
+    flite_count = round(count * FLITE_SHARE) if count >= 6 else 1
+    espeak_count = count - flite_count
+    speakers: list[Speaker] = []
+    variants = list(ESPEAK_VARIANTS)
+    rng.shuffle(variants)
+    voices = list(ESPEAK_VOICES)
+    rng.shuffle(voices)
+    for index in range(espeak_count):
+        voice, variant = voices[index % len(voices)], variants[index % len(variants)]
+        rate, pitch = rng.randint(*ESPEAK_RATE_WPM), rng.randint(*ESPEAK_PITCH)
+        speakers.append(Speaker(f"espeak-{voice}-{variant}-s{rate}-p{pitch}", ESPEAK, voice, variant, rate, pitch))
+    flite_voices = list(FLITE_VOICES)
+    rng.shuffle(flite_voices)
+    for index in range(flite_count):
+        voice = flite_voices[index % len(flite_voices)]
+        stretch = round(rng.uniform(*FLITE_DURATION_STRETCH), 2)
+        f0 = round(FLITE_VOICES[voice] * rng.uniform(*FLITE_PITCH_FACTOR))
+        speakers.append(Speaker(f"flite-{voice}-r{round(stretch * 100)}-p{f0}", FLITE, voice, "", stretch, f0))
+    return _with_unique_ids(speakers)
+
+
+def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker]]:
+    """Speaker-disjoint splits of about 70/15/15, each holding both engines when there are enough of each."""
+    if len(speakers) < len(SPLITS):
+        raise ConfigError(f"speakers: need at least {len(SPLITS)} (one per split), got {len(speakers)}")
+    rng = random.Random(f"quads-splits-{seed}")
+    by_engine = {engine: [s for s in speakers if s.engine == engine] for engine in (ESPEAK, FLITE)}
+    for group in by_engine.values():
+        rng.shuffle(group)
+    total = len(speakers)
+    held_out = {split: max(1, round(total * SPLIT_FRACTIONS[split])) for split in ("valid", "test")}
+    splits: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
+    for split, size in held_out.items():
+        flite_wanted = round(size * len(by_engine[FLITE]) / total)
+        if size >= 2 and len(by_engine[FLITE]) >= len(SPLITS) and len(by_engine[ESPEAK]) >= len(SPLITS):
+            flite_wanted = min(max(flite_wanted, 1), size - 1)
+        flite_taken = min(flite_wanted, len(by_engine[FLITE]))
+        splits[split] += [by_engine[FLITE].pop() for _ in range(flite_taken)]
+        splits[split] += [by_engine[ESPEAK].pop() for _ in range(size - flite_taken)]
+    splits["train"] = by_engine[ESPEAK] + by_engine[FLITE]
+    return {split: sorted(group, key=lambda s: s.speaker_id) for split, group in splits.items()}
+
+
+def _with_unique_ids(speakers: list[Speaker]) -> list[Speaker]:
+    """Two draws can land on the same setting when many speakers are asked for; number the repeats."""
+    seen: dict[str, int] = {}
+    unique = []
+    for speaker in speakers:
+        repeat = seen.get(speaker.speaker_id, 0)
+        seen[speaker.speaker_id] = repeat + 1
+        if repeat:
+            speaker = Speaker(f"{speaker.speaker_id}-{repeat + 1}", speaker.engine, speaker.voice, speaker.variant,
+                              speaker.rate, speaker.pitch)
+        unique.append(speaker)
+    return unique

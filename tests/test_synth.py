@@ -1,0 +1,299 @@
+"""`quads synth`: phrase tables, speakers, and the FSC-layout corpus it writes (tiny tables, a few speakers)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from quads.cli import main
+from quads.errors import ConfigError, DataError
+from quads.synth import (
+    AugmentConfig,
+    SynthesisError,
+    builtin_phrase_table,
+    load_phrase_table,
+    make_speakers,
+    split_speakers,
+    synthesize_corpus,
+)
+from quads.synth import corpus as corpus_module
+from quads.synth import tts as tts_module
+from quads.synth.augment import augment, utterance_rng
+from quads.synth.corpus import DEFAULT_SPEAKERS
+from quads.synth.tts import speak
+from quads.synth.voices import ESPEAK, FLITE, Speaker
+
+HAVE_TTS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
+needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="espeak-ng and flite are not installed")
+FSC_HEADER = ",path,speakerId,transcription,action,object,location"
+SPEAKERS = 10   # the fewest that puts a flite and an espeak-ng speaker in every split
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("QUADS_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def write_tiny_table(folder: Path) -> Path:
+    path = folder / "tiny.tsv"
+    path.write_text("transcription\taction\tobject\tlocation\n"
+                    "Lights on\tactivate\tlights\tnone\n"
+                    "Switch on the lights\tactivate\tlights\tnone\n"
+                    "Lights off\tdeactivate\tlights\tnone\n"
+                    "Switch off the lights, please\tdeactivate\tlights\tnone\n"
+                    "Kitchen heat up\tincrease\theat\tkitchen\n", encoding="utf-8")
+    return path
+
+
+def synth_tiny(folder: Path, out: str = "corpus", **options) -> corpus_module.SynthReport:
+    settings = {"speakers": SPEAKERS, "seed": 3, "jobs": 2, "utterances_per_intent": 1, "progress": False}
+    return synthesize_corpus(folder / out, write_tiny_table(folder), **{**settings, **options})
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def corpus_files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file() and path.suffix in {".csv", ".wav"}}
+
+
+# --- phrase tables ---------------------------------------------------------------------------------------------
+
+def test_builtin_table_uses_exactly_the_31_fsc_intents_with_five_or_more_phrasings_each():
+    table = builtin_phrase_table()
+    grouped = table.by_intent()
+    assert len(grouped) == 31
+    assert min(len(phrases) for phrases in grouped.values()) >= 5
+    assert len({p.transcription.lower() for p in table.phrases}) == len(table.phrases)
+    reference = shared_data() / "fsc" / "intents.tsv"
+    if reference.exists():
+        rows = [line.split("\t") for line in reference.read_text(encoding="utf-8").splitlines()[1:] if line]
+        assert set(grouped) == {row[0] for row in rows}
+    assert {p.slots["action"] for p in table.phrases} == {"activate", "bring", "change language", "deactivate",
+                                                          "decrease", "increase"}
+
+
+def test_phrase_table_with_a_short_row_is_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("transcription\taction\tobject\tlocation\nLights on\tactivate\tlights\tnone\n"
+                    "Lights off\tdeactivate\tlights\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:3: expected 4 tab-separated columns"):
+        load_phrase_table(path)
+
+
+def test_phrase_table_without_intent_or_slot_columns_is_reported_at_line_one(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("transcription\taction\nLights on\tactivate\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:1: .*missing: object, location"):
+        load_phrase_table(path)
+
+
+def test_intent_schema_keeps_extra_slot_columns_out_of_the_label(tmp_path):
+    path = tmp_path / "intents.tsv"
+    path.write_text("transcription\tintent\tdevice\nwake me at six\talarm_set\tclock\n", encoding="utf-8")
+    table = load_phrase_table(path)
+    assert table.schema == "intent"
+    assert table.phrases[0].intent == "alarm_set"
+
+
+# --- speakers ---------------------------------------------------------------------------------------------------
+
+def test_default_speakers_split_34_7_7_disjoint_with_both_engines_in_every_split():
+    speakers = make_speakers(DEFAULT_SPEAKERS, seed=0)
+    splits = split_speakers(speakers, seed=0)
+    assert {split: len(group) for split, group in splits.items()} == {"train": 34, "valid": 7, "test": 7}
+    ids = [s.speaker_id for group in splits.values() for s in group]
+    assert len(ids) == len(set(ids)) == DEFAULT_SPEAKERS
+    for group in splits.values():
+        assert {s.engine for s in group} == {ESPEAK, FLITE}
+
+
+def test_speakers_are_the_same_for_the_same_seed_and_differ_for_another():
+    assert make_speakers(12, seed=5) == make_speakers(12, seed=5)
+    assert make_speakers(12, seed=5) != make_speakers(12, seed=6)
+
+
+# --- augmentation -----------------------------------------------------------------------------------------------
+
+def test_noise_is_added_at_the_requested_signal_to_noise_ratio():
+    clean = (0.3 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
+    config = AugmentConfig(snr_db=(20.0, 20.0), gain_db=(0.0, 0.0), speed=(1.0, 1.0), lead_silence_s=(0.0, 0.0),
+                           trail_silence_s=(0.0, 0.0), noise_colours=("white",))
+    noisy = augment(clean, config, utterance_rng(0, "u"), 16000)
+    snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
+    assert snr == pytest.approx(20.0, abs=0.5)
+
+
+def test_augmentation_depends_only_on_seed_and_utterance_name():
+    clean = np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32)
+    first = augment(clean, AugmentConfig(), utterance_rng(7, "spk-001"), 16000)
+    again = augment(clean, AugmentConfig(), utterance_rng(7, "spk-001"), 16000)
+    other = augment(clean, AugmentConfig(), utterance_rng(7, "spk-002"), 16000)
+    assert np.array_equal(first, again)
+    assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+# --- TTS errors -------------------------------------------------------------------------------------------------
+
+def test_missing_tts_program_tells_the_user_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(tts_module.shutil, "which", lambda name: None)
+    with pytest.raises(SynthesisError, match=r"apt-get install -y espeak-ng flite"):
+        synth_tiny(tmp_path)
+
+
+def test_missing_tts_program_via_cli_exits_2_with_the_install_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert main(["synth", "--out", str(tmp_path / "c"), "--phrases", str(write_tiny_table(tmp_path)), "--quiet"]) == 2
+    assert "apt-get install -y espeak-ng flite" in capsys.readouterr().err
+
+
+def fake_program(folder: Path, body: str) -> str:
+    path = folder / "fake-tts"
+    path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_tts_that_yields_no_audio_names_the_phrase_and_the_speaker(tmp_path):
+    speaker = Speaker("espeak-en-us-m1-s150-p50", ESPEAK, "en-us", "m1", 150, 50)
+    with pytest.raises(SynthesisError, match=r"no audio for 'Lights on' \(speaker espeak-en-us-m1-s150-p50\)"):
+        speak("Lights on", speaker, fake_program(tmp_path, "exit 0"))
+
+
+def test_tts_that_fails_names_the_phrase_the_speaker_and_the_message(tmp_path):
+    speaker = Speaker("flite-slt-r100-p170", FLITE, "slt", "", 1.0, 170)
+    program = fake_program(tmp_path, "echo 'voice is broken' >&2; exit 3")
+    with pytest.raises(SynthesisError, match=r"exit 3.*'Lights on'.*flite-slt-r100-p170.*voice is broken"):
+        speak("Lights on", speaker, program)
+
+
+# --- the corpus -------------------------------------------------------------------------------------------------
+
+@needs_tts
+def test_corpus_has_the_exact_fsc_layout_with_16khz_mono_wavs(tmp_path):
+    report = synth_tiny(tmp_path)
+    root = tmp_path / "corpus"
+    seen_speakers: dict[str, set[str]] = {}
+    for split in ("train", "valid", "test"):
+        csv_path = root / "data" / f"{split}_data.csv"
+        assert csv_path.read_text(encoding="utf-8").splitlines()[0] == FSC_HEADER
+        rows = read_rows(csv_path)
+        assert [int(row[""]) for row in rows] == list(range(len(rows)))
+        assert len(rows) == report.utterances[split]
+        for row in rows:
+            assert not Path(row["path"]).is_absolute()
+            assert row["path"] == f"wavs/speakers/{row['speakerId']}/{Path(row['path']).name}"
+            info = soundfile.info(str(root / row["path"]))
+            assert (info.samplerate, info.channels, info.subtype, info.format) == (16000, 1, "PCM_16", "WAV")
+            seen_speakers.setdefault(split, set()).add(row["speakerId"])
+        intents_per_speaker = {}
+        for row in rows:
+            intents_per_speaker.setdefault(row["speakerId"], set()).add((row["action"], row["object"],
+                                                                         row["location"]))
+        assert all(len(intents) == 3 for intents in intents_per_speaker.values())
+    assert not (seen_speakers["train"] & seen_speakers["valid"] or seen_speakers["train"] & seen_speakers["test"]
+                or seen_speakers["valid"] & seen_speakers["test"])
+    assert sum(len(s) for s in seen_speakers.values()) == SPEAKERS
+    assert (root / "synth.json").exists()
+    spoken = load_phrase_table(root / "phrases.tsv")
+    assert spoken.fingerprint() == load_phrase_table(tmp_path / "tiny.tsv").fingerprint()
+
+
+@needs_tts
+def test_same_seed_gives_byte_identical_csvs_and_wavs(tmp_path):
+    synth_tiny(tmp_path, "first")
+    synth_tiny(tmp_path, "second", jobs=1)
+    first, second = corpus_files(tmp_path / "first"), corpus_files(tmp_path / "second")
+    assert len(first) == 3 + 3 * SPEAKERS
+    assert first == second
+
+
+@needs_tts
+def test_rerun_after_deleted_wavs_and_a_stray_temp_file_completes_the_corpus_identically(tmp_path):
+    synth_tiny(tmp_path)
+    root = tmp_path / "corpus"
+    before = corpus_files(root)
+    wavs = sorted(root.rglob("*.wav"))
+    for wav in wavs[:4]:
+        wav.unlink()
+    stray = wavs[0].with_name(f".{wavs[0].name}.999-1.tmp")
+    stray.write_bytes(b"RIFF half a file")
+    report = synth_tiny(tmp_path)
+    assert (report.synthesized, report.reused) == (4, len(wavs) - 4)
+    assert not list(root.rglob("*.tmp"))
+    assert corpus_files(root) == before
+
+
+@needs_tts
+def test_interrupted_run_writes_no_csv_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_speak = corpus_module.speak
+
+    def speak_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise KeyboardInterrupt
+        return real_speak(*args, **kwargs)
+
+    monkeypatch.setattr(corpus_module, "speak", speak_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        synth_tiny(tmp_path, jobs=1)
+    root = tmp_path / "corpus"
+    assert not (root / "data").exists()
+    assert 0 < len(list(root.rglob("*.wav"))) < 3 * SPEAKERS
+    monkeypatch.setattr(corpus_module, "speak", real_speak)
+    report = synth_tiny(tmp_path)
+    assert report.reused == 12
+    assert report.total_utterances == 3 * SPEAKERS
+    assert len(list(root.rglob("*.wav"))) == 3 * SPEAKERS
+
+
+@needs_tts
+def test_other_settings_in_an_existing_corpus_folder_are_refused_unless_forced(tmp_path):
+    synth_tiny(tmp_path)
+    with pytest.raises(ConfigError, match=r"synth.json: .*other settings \(different: seed\).*--force"):
+        synth_tiny(tmp_path, seed=4)
+    report = synth_tiny(tmp_path, seed=4, force=True)
+    assert report.reused == 0
+    assert len(list((tmp_path / "corpus").rglob("*.wav"))) == report.total_utterances
+
+
+def test_non_empty_folder_without_synth_json_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module, "find_engines", lambda engines: {e: "/bin/true" for e in engines})
+    monkeypatch.setattr(corpus_module, "engine_versions", lambda binaries: {})
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"not empty and has no synth.json"):
+        synth_tiny(tmp_path)
+
+
+@needs_tts
+def test_transcription_intent_table_adds_a_trailing_intent_column(tmp_path):
+    table = tmp_path / "intents.tsv"
+    table.write_text("transcription\tintent\tdevice\nwake me up at six\talarm_set\tclock\n"
+                     "what's the weather\tweather_query\tnone\n", encoding="utf-8")
+    synthesize_corpus(tmp_path / "c", table, speakers=3, seed=0, jobs=2, augment=False, progress=False)
+    lines = (tmp_path / "c" / "data" / "train_data.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == FSC_HEADER + ",intent"
+    rows = read_rows(tmp_path / "c" / "data" / "train_data.csv")
+    assert {(row["transcription"], row["intent"], row["action"]) for row in rows} == {
+        ("wake me up at six", "alarm_set", "none"), ("what's the weather", "weather_query", "none")}
+
+
+@needs_tts
+def test_cli_writes_the_corpus_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["synth", "--out", str(out), "--phrases", str(write_tiny_table(tmp_path)), "--speakers", "3",
+            "--per-intent", "1", "--jobs", "2", "--no-augment", "--quiet"]
+    assert main(args) == 0
+    assert "9 utterances" in capsys.readouterr().out
+    assert len(read_rows(out / "data" / "train_data.csv")) == 3
