@@ -1,0 +1,58 @@
+"""The student: an encoder, masked mean pooling over time, an intent head (the paper's Φ)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from torch import Tensor, nn
+
+from quads.models.encoder import Encoder, masked_mean_pool
+from quads.models.head import build_head
+
+
+class ClassifierOutput(NamedTuple):
+    logits: Tensor  # [B, C]
+    embedding: Tensor  # [B, D]: z, the masked mean of the encoder's frames (what distillation compares)
+
+
+class IntentClassifier(nn.Module):
+    """log-mel features + mask -> intent logits and the pooled utterance embedding z."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        num_labels: int,
+        head: str = "linear",
+        head_hidden_dim: int | None = None,
+        head_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.num_labels = num_labels
+        self.head_kind, self.head_hidden_dim, self.head_dropout = head, head_hidden_dim, head_dropout
+        self.head = build_head(head, encoder.embed_dim, num_labels, head_hidden_dim, head_dropout)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    @property
+    def n_mels(self) -> int:
+        return self.encoder.n_mels
+
+    def forward(self, features: Tensor, mask: Tensor) -> ClassifierOutput:
+        frames, frame_mask = self.encoder(features, mask)
+        embedding = masked_mean_pool(frames, frame_mask)
+        return ClassifierOutput(self.head(embedding), embedding)
+
+    def num_parameters(self) -> int:
+        """Encoder + head: what the paper's parameter column counts (a distillation projection is not part of it)."""
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-able; `quads.models.registry.build_classifier` rebuilds the same architecture from it."""
+        return {
+            "encoder": self.encoder.config_dict(),
+            "num_labels": self.num_labels,
+            "head": {"kind": self.head_kind, "hidden_dim": self.head_hidden_dim, "dropout": self.head_dropout},
+        }
