@@ -31,7 +31,13 @@ from quads.synth.tts import speak
 from quads.synth.voices import ESPEAK, FLITE, Speaker
 
 HAVE_TTS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
-needs_tts = pytest.mark.skipif(not HAVE_TTS, reason="espeak-ng and flite are not installed")
+
+
+def needs_tts(test):
+    """Marks a test that runs the real TTS engines (`-m "not tts"` deselects them; skipped when absent)."""
+    return pytest.mark.tts(pytest.mark.skipif(not HAVE_TTS, reason="espeak-ng and flite are not installed")(test))
+
+
 FSC_HEADER = ",path,speakerId,transcription,action,object,location"
 SPEAKERS = 10   # the fewest that puts a flite and an espeak-ng speaker in every split
 

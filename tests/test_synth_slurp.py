@@ -60,6 +60,7 @@ def test_missing_train_split_is_carved_from_devel_and_slurp_test_is_kept(tmp_pat
         assert sum(r.intent == intent for r in splits["valid"]) in (3, 4)
 
 
+@pytest.mark.tts
 @pytest.mark.skipif(not HAVE_TTS, reason="espeak-ng and flite are not installed")
 def test_slurp_fixture_becomes_an_fsc_layout_corpus_with_an_intent_column(tmp_path):
     reference = slurp_reference()

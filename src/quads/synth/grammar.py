@@ -116,7 +116,7 @@ def load_phrase_table(path: str | Path) -> PhraseTable:
 
 
 def builtin_phrase_table() -> PhraseTable:
-    """The built-in home-assistant command table: FSC's 31 intents, 8 phrasings each, written for quads."""
+    """The built-in home-assistant command table: FSC's 31 intents, several phrasings each, written for quads."""
     text = (resources.files("quads") / "resources" / BUILTIN_TABLE).read_text(encoding="utf-8")
     return parse_phrase_table(text, source=f"quads/resources/{BUILTIN_TABLE}")
 
