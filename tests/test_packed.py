@@ -1,0 +1,301 @@
+"""Specification of the packed model file (quads.packed): exact round trips, size on disk, and refusal of
+anything that is not an intact file we wrote."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import warnings
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from quads.codebook import QuantizedTensor
+from quads.errors import ConfigError
+from quads.packed import (
+    FORMAT_VERSION,
+    ModelFileError,
+    load_packed,
+    read_packed_header,
+    read_packed_metadata,
+    save_packed,
+    theoretical_bytes,
+)
+from quads.quantize import CodebookQuantizer, QuantizationSpec
+
+METADATA = {"architecture": {"kind": "mlp", "width": 64}, "frontend": {"n_mels": 80}, "labels": ["on", "off"]}
+
+
+class MixedWidths(nn.Module):
+    """One 64x64 layer per width, plus biases and a norm that stay float."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict({f"b{bits}": nn.Linear(64, 64) for bits in (1, 2, 3, 4, 8, 16, 32)})
+        self.norm = nn.LayerNorm(64)
+
+
+def finished_quantizer(model: nn.Module, spec: QuantizationSpec, codebook_dtype=torch.float16) -> CodebookQuantizer:
+    """What the training loop does at the end: round the codebooks to the file's dtype, then hard-snap."""
+    quantizer = CodebookQuantizer(model, spec)
+    if codebook_dtype is not None:
+        quantizer.round_centroids_to(codebook_dtype)
+    quantizer.hard_snap()
+    return quantizer
+
+
+def save_model(path: Path, model: nn.Module, quantizer: CodebookQuantizer, **kwargs):
+    quantized = quantizer.export()
+    float_state = {name: t for name, t in model.state_dict().items() if name not in quantized}
+    return save_packed(path, float_state, quantized, METADATA, **kwargs)
+
+
+@pytest.fixture
+def packed_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = MixedWidths()
+    spec = QuantizationSpec(bits=4, per_layer={f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16, 32)})
+    save_model(tmp_path / "model.quads", model, finished_quantizer(model, spec))
+    return tmp_path / "model.quads"
+
+
+def rewrite(path: Path, mutate_document=None, mutate_tensors=None) -> None:
+    """Re-save a packed file as a valid safetensors file with its document and/or tensors changed."""
+    tensors = safetensors.torch.load(path.read_bytes())
+    with safe_open(str(path), framework="pt") as handle:
+        document = json.loads(handle.metadata()["quads"])
+    if mutate_document:
+        mutate_document(document)
+    if mutate_tensors:
+        mutate_tensors(tensors)
+    path.write_bytes(safetensors.torch.save(tensors, metadata={"quads": json.dumps(document)}))
+
+
+# ------------------------------------------------------------------------------------------------ round trips
+
+
+def test_every_width_round_trips_to_exactly_the_snapped_weights(tmp_path):
+    torch.manual_seed(0)
+    model = MixedWidths()
+    spec = QuantizationSpec(bits=4, per_layer={f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16, 32)})
+    quantizer = finished_quantizer(model, spec)
+    assert quantizer.bits == {f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16)}
+    save_model(tmp_path / "model.quads", model, quantizer)
+
+    state, metadata = load_packed(tmp_path / "model.quads")
+    assert metadata == METADATA
+    assert set(state) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert state[name].dtype == torch.float32
+        assert torch.equal(state[name], tensor), name
+
+
+def test_a_loaded_model_predicts_exactly_what_the_trained_one_did(packed_file, tmp_path):
+    torch.manual_seed(0)
+    trained = MixedWidths()
+    spec = QuantizationSpec(bits=4, per_layer={f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16, 32)})
+    finished_quantizer(trained, spec)
+    loaded = MixedWidths()
+    loaded.load_state_dict(load_packed(packed_file)[0])
+    inputs = torch.randn(5, 64)
+    for name, layer in trained.layers.items():
+        assert torch.equal(layer(inputs), loaded.layers[name](inputs)), name
+
+
+def test_float32_codebooks_keep_unrounded_centroids_exactly(tmp_path):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    quantizer = finished_quantizer(model, QuantizationSpec(bits=3), codebook_dtype=None)
+    info = save_model(tmp_path / "model.quads", model, quantizer, codebook_dtype="float32")
+    state, _ = load_packed(info.path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(state[name], tensor), name
+    with safe_open(str(info.path), framework="pt") as handle:
+        assert handle.get_tensor("0.weight.qcb").dtype == torch.float32
+
+
+def test_the_file_stores_bit_packed_indices_and_float16_codebooks(packed_file):
+    with safe_open(str(packed_file), framework="pt") as handle:
+        keys = set(handle.keys())
+        assert handle.get_tensor("layers.b3.weight.qidx").dtype == torch.uint8
+        assert handle.get_tensor("layers.b3.weight.qidx").numel() == 64 * 64 * 3 // 8
+        assert handle.get_tensor("layers.b3.weight.qcb").dtype == torch.float16
+        assert handle.get_tensor("layers.b3.weight.qcb").numel() == 8
+        assert handle.get_tensor("layers.b16.weight").dtype == torch.float16
+        assert handle.get_tensor("layers.b32.weight").dtype == torch.float32
+        assert handle.get_tensor("norm.weight").dtype == torch.float32
+    assert "layers.b3.weight" not in keys
+
+
+def test_metadata_can_be_read_from_the_header_alone(packed_file):
+    assert read_packed_metadata(packed_file) == METADATA
+    header = read_packed_header(packed_file)
+    assert header["format"] == "quads-packed" and header["format_version"] == FORMAT_VERSION
+    assert header["tensors"]["layers.b3.weight"] == {"bits": 3, "shape": [64, 64], "dtype": "float32", "numel": 4096}
+    assert header["tensors"]["layers.b3.bias"]["bits"] == 32
+    assert len(header["sha256"]) == 64
+
+
+def test_integer_buffers_keep_their_dtype(tmp_path):
+    float_state = {"steps": torch.tensor([3, 4], dtype=torch.int64), "scale": torch.tensor([0.5], dtype=torch.float64)}
+    save_packed(tmp_path / "m.quads", float_state, {}, {})
+    state, _ = load_packed(tmp_path / "m.quads")
+    assert state["steps"].dtype == torch.int64 and state["steps"].tolist() == [3, 4]
+    assert state["scale"].dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+
+
+def million_parameter_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(*(nn.Linear(512, 512) for _ in range(4)))  # 1,050,624 parameters
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_size_on_disk_is_the_theoretical_size_plus_a_small_header(tmp_path, bits):
+    model = million_parameter_model()
+    quantizer = finished_quantizer(model, QuantizationSpec(bits=bits))
+    info = save_model(tmp_path / "model.quads", model, quantizer)
+    assert info.file_bytes == (tmp_path / "model.quads").stat().st_size
+    params = 4 * 512 * 512
+    expected = params * bits // 8 + 4 * 2 * 2**bits + 4 * 512 * 4  # indices + fp16 codebooks + fp32 biases
+    assert info.theoretical_bytes == expected == quantizer.summary()["theoretical_bytes"]
+    assert info.file_bytes - info.header_bytes == info.theoretical_bytes  # the payload is exactly the theory
+    assert info.header_bytes < 4096
+    assert info.file_bytes <= 1.05 * info.theoretical_bytes
+    assert info.params_by_bits == {bits: params, 32: 4 * 512}
+
+
+def test_theoretical_bytes_counts_float32_codebooks_at_four_bytes():
+    quantized = {"w": QuantizedTensor(2, (10, 10), indices=torch.zeros(100, dtype=torch.uint8),
+                                      centroids=torch.zeros(4))}
+    float_state = {"b": torch.zeros(10)}
+    assert theoretical_bytes(float_state, quantized, "float16") == 25 + 8 + 40
+    assert theoretical_bytes(float_state, quantized, "float32") == 25 + 16 + 40
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+
+def test_saving_replaces_the_file_atomically_and_leaves_no_temporary_files(packed_file):
+    first = packed_file.read_bytes()
+    model = nn.Linear(64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantizer = finished_quantizer(model, QuantizationSpec(bits=2))
+    save_model(packed_file, model, quantizer)
+    assert packed_file.read_bytes() != first
+    assert sorted(p.name for p in packed_file.parent.iterdir()) == [packed_file.name]
+
+
+def test_metadata_that_is_not_json_is_a_config_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="JSON"):
+        save_packed(tmp_path / "m.quads", {"b": torch.zeros(2)}, {}, {"when": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_codebook_dtype_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="codebook_dtype"):
+        save_packed(tmp_path / "m.quads", {}, {}, {}, codebook_dtype="bfloat16")
+
+
+def test_a_codebook_beyond_float16_range_is_a_config_error(tmp_path):
+    huge = QuantizedTensor(1, (8,), indices=torch.zeros(8, dtype=torch.uint8), centroids=torch.tensor([0.0, 1e6]))
+    with pytest.raises(ConfigError, match="float32"):
+        save_packed(tmp_path / "m.quads", {}, {"w": huge}, {})
+
+
+# ------------------------------------------------------------------------------------------------ bad files
+
+
+def test_a_missing_file_is_a_model_file_error(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_packed(tmp_path / "absent.quads")
+    with pytest.raises(ModelFileError, match="folder"):
+        load_packed(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"abc", b"garbage garbage garbage", struct.pack("<Q", 5) + b"{}]]]",
+                                     pickle.dumps({"weights": [1, 2, 3]})])
+def test_garbage_is_not_a_quads_model_file(tmp_path, content):
+    path = tmp_path / "garbage.quads"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not a quads packed model file"):
+        load_packed(path)
+    with pytest.raises(ModelFileError, match="not a quads packed model file"):
+        read_packed_metadata(path)
+
+
+def test_a_torch_checkpoint_is_refused_without_unpickling(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": nn.Linear(2, 2).state_dict()}, path)
+    with pytest.raises(ModelFileError, match="not a quads packed model file"):
+        load_packed(path)
+
+
+def test_a_safetensors_file_without_quads_metadata_is_refused(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(3)}, str(path))
+    with pytest.raises(ModelFileError, match="without quads metadata"):
+        load_packed(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_a_truncated_file_is_refused(packed_file, keep):
+    data = packed_file.read_bytes()
+    packed_file.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_packed(packed_file)
+
+
+def test_a_truncated_header_is_refused(packed_file):
+    packed_file.write_bytes(packed_file.read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_packed(packed_file)
+
+
+def test_a_flipped_byte_in_the_payload_is_detected(packed_file):
+    data = bytearray(packed_file.read_bytes())
+    data[-100] ^= 0x01
+    packed_file.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="modified or corrupted"):
+        load_packed(packed_file)
+
+
+def test_tampered_metadata_is_detected(packed_file):
+    rewrite(packed_file, mutate_document=lambda doc: doc["metadata"]["labels"].reverse())
+    with pytest.raises(ModelFileError, match="modified or corrupted"):
+        load_packed(packed_file)
+
+
+def test_a_replaced_codebook_is_detected(packed_file):
+    rewrite(packed_file, mutate_tensors=lambda t: t["layers.b2.weight.qcb"].mul_(2))
+    with pytest.raises(ModelFileError, match="modified or corrupted"):
+        load_packed(packed_file)
+
+
+def test_a_missing_tensor_is_named(packed_file):
+    rewrite(packed_file, mutate_tensors=lambda t: t.pop("layers.b4.weight.qidx"))
+    with pytest.raises(ModelFileError, match=r"'layers\.b4\.weight\.qidx' is missing"):
+        load_packed(packed_file)
+
+
+def test_a_file_from_a_newer_quads_asks_for_an_upgrade(packed_file):
+    rewrite(packed_file, mutate_document=lambda doc: doc.update(format_version=FORMAT_VERSION + 1))
+    message = f"written by a newer quads \\(format {FORMAT_VERSION + 1}.*upgrade"
+    with pytest.raises(ModelFileError, match=message):
+        load_packed(packed_file)
+    with pytest.raises(ModelFileError, match=message):
+        read_packed_metadata(packed_file)
+
+
+def test_a_file_of_another_format_is_refused(packed_file):
+    rewrite(packed_file, mutate_document=lambda doc: doc.update(format="something-else"))
+    with pytest.raises(ModelFileError, match="format 'something-else'"):
+        load_packed(packed_file)
