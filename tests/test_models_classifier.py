@@ -22,7 +22,9 @@ from quads.models import (
 
 def tiny_classifier(head: str = "linear") -> IntentClassifier:
     torch.manual_seed(0)
-    encoder = ConvEncoder(ConvConfig(n_mels=16, stem_channels=8, stage_channels=(12,), stage_strides=(2,), stage_blocks=(1,)))
+    encoder = ConvEncoder(
+        ConvConfig(n_mels=16, stem_channels=8, stage_channels=(12,), stage_strides=(2,), stage_blocks=(1,))
+    )
     return IntentClassifier(encoder, num_labels=5, head=head).eval()
 
 

@@ -27,9 +27,13 @@ TINY_ENCODERS = {
         ConvConfig(n_mels=16, stem_channels=8, stage_channels=(12, 16), stage_strides=(2, 2), stage_blocks=(1, 2))
     ),
     "conv-stride-3": lambda: ConvEncoder(
-        ConvConfig(n_mels=16, stem_channels=8, stem_stride=3, stage_channels=(12,), stage_strides=(2,), stage_blocks=(2,))
+        ConvConfig(
+            n_mels=16, stem_channels=8, stem_stride=3, stage_channels=(12,), stage_strides=(2,), stage_blocks=(2,)
+        )
     ),
-    "transformer": lambda: TransformerEncoder(TransformerConfig(n_mels=16, d_model=16, n_layers=2, n_heads=2, ffn_dim=32)),
+    "transformer": lambda: TransformerEncoder(
+        TransformerConfig(n_mels=16, d_model=16, n_layers=2, n_heads=2, ffn_dim=32)
+    ),
 }
 
 
@@ -114,14 +118,18 @@ def test_presets_span_50k_to_8m_parameters_and_conv_presets_downsample_8x() -> N
 def test_whisper_tiny_like_preset_has_whisper_tiny_dimensions() -> None:
     config = preset_config("whisper-tiny-like")
     assert (config["d_model"], config["n_layers"], config["n_heads"], config["ffn_dim"], config["n_mels"]) == (
-        384, 4, 6, 1536, 80,
+        384,
+        4,
+        6,
+        1536,
+        80,
     )
 
 
 def test_features_with_the_wrong_number_of_mel_bins_are_a_config_error_naming_both() -> None:
     encoder = TINY_ENCODERS["conv"]()
     features, mask = padded_batch([10], n_mels=20)
-    with pytest.raises(ConfigError, match="16 mel bins.*20"):
+    with pytest.raises(ConfigError, match=r"16 mel bins.*20"):
         encoder(features, mask)
 
 
@@ -150,6 +158,6 @@ def test_attention_ignores_padded_keys_in_training_mode_too() -> None:
     torch.manual_seed(0)
     encoder = TransformerEncoder(TransformerConfig(n_mels=16, d_model=16, n_layers=1, n_heads=2, ffn_dim=32, dropout=0))
     features, mask = padded_batch([12, 40], n_mels=16)
-    frames, frame_mask = encoder.train()(features, mask)
+    frames, _ = encoder.train()(features, mask)
     alone, _ = encoder(features[:1, :, :12], mask[:1, :12])
     torch.testing.assert_close(frames[0, :6], alone[0], atol=1e-5, rtol=0)
