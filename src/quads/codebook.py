@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -117,7 +118,7 @@ def assign_to_codebook(values: Tensor, centroids: Tensor) -> Tensor:
     sorted_centroids, order = torch.sort(centroids, stable=True)
     boundaries = _decision_boundaries(sorted_centroids).to(values.device)
     position = torch.searchsorted(boundaries, values.detach().double().contiguous(), right=False)
-    return order.to(values.device)[position]
+    return torch.index_select(order.to(values.device), 0, position.reshape(-1)).reshape(position.shape)
 
 
 def dequantize(indices: Tensor, centroids: Tensor, shape: tuple[int, ...] | torch.Size) -> Tensor:
@@ -211,13 +212,15 @@ def fit_codebook(
     """
     k = 2 ** _require_codebook_bits(bits)
     shape = tuple(values.shape)
-    flat = values.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
+    flat = values.detach().reshape(-1).cpu()
+    flat = flat if flat.dtype == torch.float64 else flat.float()  # exact: float16/bfloat16 embed in float32
     if flat.numel() == 0:
         raise ValueError("cannot fit a codebook to an empty tensor")
     if not bool(torch.isfinite(flat).all()):
         bad = int((~torch.isfinite(flat)).sum())
         raise ValueError(f"cannot fit a codebook to a tensor with {bad} NaN/Inf values (did training diverge?)")
-    sorted_values = torch.sort(flat).values
+    # numpy's sort is 2-3x faster than torch.sort on the CPU; order is the same before and after widening.
+    sorted_values = torch.from_numpy(np.sort(flat.numpy())).double()
     distinct = torch.unique_consecutive(sorted_values)
 
     if distinct.numel() <= k:

@@ -112,7 +112,7 @@ class _TensorState:
             return self.param.detach().to(torch.float16).to(self.param.dtype)
         self.follow_device()
         assert self.centroids is not None and self.indices is not None
-        return self.centroids[self.indices].view_as(self.param).to(self.param.dtype)
+        return torch.index_select(self.centroids, 0, self.indices).view_as(self.param).to(self.param.dtype)
 
     def follow_device(self) -> None:
         """Move the codebook to the parameter's device if the model was moved after fitting."""
