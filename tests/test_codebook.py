@@ -198,6 +198,14 @@ def test_assignment_handles_unsorted_centroids():
     assert indices.tolist() == [[1, 2], [0, 0]]
 
 
+@pytest.mark.parametrize("start", [1.0, -3.5, 1e-3, 1000.0])
+def test_snapping_keeps_apart_centroids_one_float32_step_apart(start):
+    first = torch.nextafter(torch.tensor(start), torch.tensor(float("inf")))
+    centroids = torch.stack([first, torch.nextafter(first, torch.tensor(float("inf")))])
+    assert torch.equal(snap_to_codebook(centroids, centroids), centroids)
+    assert assign_to_codebook(centroids, centroids).tolist() == [0, 1]
+
+
 def test_update_centroids_is_the_mean_of_each_cluster():
     values = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0])
     indices = torch.tensor([0, 0, 0, 2, 2])
