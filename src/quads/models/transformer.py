@@ -3,7 +3,7 @@
 Same shape as Whisper's audio encoder: a conv stem (k3, then k3 stride 2: 50 frames per second), sinusoidal
 positions, pre-LayerNorm blocks (self-attention + GELU MLP), a final LayerNorm. Differences: the positions are
 computed for the input's real length (no 30 s padding, no 1500-frame limit), padded frames are masked out of
-attention and zeroed before each convolution, and dropout is configurable.
+attention and zeroed before each convolution, and residual dropout is configurable.
 
 Presets (parameters measured with `num_parameters()`, 80 mel bins, encoder only, no head):
 
@@ -83,12 +83,12 @@ def attention_bias(key_mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Whisper's attention: the key projection has no bias; padded keys are masked out."""
+    """Whisper's attention: the key projection has no bias; padded keys are masked out. No dropout on the attention
+    weights (Whisper has none, and it would force PyTorch's slow unfused attention path when training on a CPU)."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.dropout = dropout
         self.query = nn.Linear(d_model, d_model)
         self.key = nn.Linear(d_model, d_model, bias=False)
         self.value = nn.Linear(d_model, d_model)
@@ -98,9 +98,7 @@ class MultiHeadSelfAttention(nn.Module):
         batch, frames, width = x.shape
         split = (batch, frames, self.n_heads, width // self.n_heads)
         q, k, v = (proj(x).view(split).transpose(1, 2) for proj in (self.query, self.key, self.value))
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
-        )
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out(attended.transpose(1, 2).reshape(batch, frames, width))
 
 
@@ -110,7 +108,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.attention_norm = nn.LayerNorm(d_model)
-        self.attention = MultiHeadSelfAttention(d_model, n_heads, dropout)
+        self.attention = MultiHeadSelfAttention(d_model, n_heads)
         self.mlp_norm = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model))
         self.dropout = nn.Dropout(dropout)
