@@ -43,10 +43,15 @@ from tqdm import tqdm
 from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.audio import load_audio
 from quads.batches import ExampleSet
+from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
 from quads.data import SPLITS, Corpus, LabelMap, Utterance, open_corpus
 from quads.data.fsc import fsc_split_file
 from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
+from quads.features import FeatureCache, compute_features
+from quads.models.macs import gmacs_at_length
+from quads.packed import ModelFileError, read_packed_header, theoretical_bytes
+from quads.runtime import load
 
 WHISPER_SECONDS = 30  # the paper's GMACs are counted on Whisper's 30 s padded input
 LATENCY_WARMUP_RUNS = 3
@@ -214,9 +219,6 @@ def score_predictions(truth: Sequence[int], predicted: Sequence[int], labels: Se
 
 def theoretical_file_bytes(path: str | Path) -> int:
     """The payload a packed file must hold, from its header alone, by `quads.packed.theoretical_bytes`."""
-    from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
-    from quads.packed import ModelFileError, read_packed_header, theoretical_bytes
-
     document = read_packed_header(path)
     float_state: dict[str, torch.Tensor] = {}
     quantized: dict[str, QuantizedTensor] = {}
@@ -251,8 +253,6 @@ def single_threaded() -> Iterator[None]:
 def mean_gmacs(classifier: torch.nn.Module, n_mels: int, frame_counts: Sequence[int],
                progress: bool = False) -> float:
     """Mean GMACs per utterance at each utterance's real length: exact, counted once per distinct frame count."""
-    from quads.models.macs import gmacs_at_length
-
     distinct = sorted(set(frame_counts))
     with single_threaded():
         counted = {frames: gmacs_at_length(classifier, n_mels, frames)
@@ -300,9 +300,6 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     `cache_dir`: a feature cache folder (`quads.features.FeatureCache`) to reuse log-mels; None computes them.
     `latency_samples`: utterances timed for CPU latency (0 skips the measurement).
     """
-    from quads.features import FeatureCache, compute_features
-    from quads.runtime import load
-
     model = load(model_path)
     utterances, _ = load_evaluation_split(data, split, model.labels)
     label_map = LabelMap(model.labels)
@@ -316,8 +313,6 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     n_mels = model.frontend_config.n_mels
     frame_counts = [int(tensor.shape[1]) for tensor in features]
     frames_30s = WHISPER_SECONDS * model.frontend_config.sample_rate // model.frontend_config.hop_length
-    from quads.models.macs import gmacs_at_length
-
     gmacs = mean_gmacs(model.classifier, n_mels, frame_counts, progress)
     with single_threaded():
         gmacs_30s = gmacs_at_length(model.classifier, n_mels, frames_30s)
