@@ -13,8 +13,9 @@ what TTS clips start and end with) up to one window; padding is deterministic, s
 
 Speed (measured on a loaded 2-core machine, 1 thread): the embedding model costs ~1.2 ms per window whatever the
 batch (1 window per call: 1.20 ms, 16: 1.28, 128: 1.56), the mel model ~1.3 ms per 2 s clip, so a 2 s clip costs
-~20 ms: ~50 clips/s per thread. Big ONNX batches do not pay on a CPU; `embed_batch` pools the windows of many
-utterances into moderate calls (`windows_per_call`, default 16) and more threads or processes scale it.
+~20 ms: 45 clips/s (21 clips/s with the machine's load at 6). Big ONNX batches do not pay on a CPU, and on the
+shared 2-core machine 2 threads were slower than 1 (default `threads=1`); `embed_batch` pools the windows of many
+utterances into moderate calls (`windows_per_call`, default 16).
 The mel model must see one clip per call: it floors the log-mels at the maximum over its whole input minus
 80 dB, so in a batch the loudest clip would change the others' silent frames.
 """
