@@ -132,15 +132,17 @@ def snap_to_codebook(values: Tensor, centroids: Tensor) -> Tensor:
     return centroids.to(device=values.device, dtype=torch.float32)[indices].to(values.dtype)
 
 
-def update_centroids(values: Tensor, indices: Tensor, centroids: Tensor) -> Tensor:
+def update_centroids(values: Tensor, indices: Tensor, centroids: Tensor, counts: Tensor | None = None) -> Tensor:
     """New centroids (float32): the mean of each cluster's members; an empty cluster keeps its old centroid,
-    so no NaN can appear. Sums are in float64 with `index_add_`, deterministic on CPU and under
-    `torch.use_deterministic_algorithms` on CUDA."""
+    so no NaN can appear. `counts` (members per cluster) may be passed when the assignments are fixed.
+    Sums are in float64 with `index_add_`, deterministic on CPU and under `torch.use_deterministic_algorithms`
+    on CUDA (unlike a weighted `bincount`)."""
     k = centroids.numel()
     flat_indices = indices.reshape(-1).long()
     sums = torch.zeros(k, dtype=torch.float64, device=values.device)
     sums.index_add_(0, flat_indices, values.detach().reshape(-1).double())
-    counts = torch.bincount(flat_indices, minlength=k)
+    if counts is None:
+        counts = torch.bincount(flat_indices, minlength=k)
     means = sums / counts.clamp(min=1)
     return torch.where(counts > 0, means, centroids.double().to(values.device)).float()
 

@@ -29,7 +29,15 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, fit_codebook, has_codebook, validate_bits
+from quads.codebook import (
+    FLOAT_BITS,
+    FP16_BITS,
+    QuantizedTensor,
+    fit_codebook,
+    has_codebook,
+    validate_bits,
+)
+from quads.codebook import update_centroids as cluster_means
 from quads.errors import ConfigError
 
 STATE_FORMAT = 1  # version of CodebookQuantizer.state_dict()
@@ -281,10 +289,7 @@ class CodebookQuantizer:
                 continue
             state.follow_device()
             assert state.indices is not None and state.counts is not None
-            sums = torch.zeros(state.centroids.numel(), dtype=torch.float64, device=state.param.device)
-            sums.index_add_(0, state.indices, state.param.detach().reshape(-1).double())
-            means = (sums / state.counts.clamp(min=1)).float()
-            state.centroids = torch.where(state.counts > 0, means, state.centroids)
+            state.centroids = cluster_means(state.param, state.indices, state.centroids, state.counts)
 
     # ------------------------------------------------------------------------------------------ persistence
 
