@@ -219,6 +219,18 @@ def test_add_centroid_gradient_creates_missing_gradients():
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
+def test_frozen_parameters_are_quantized_but_get_no_gradient():
+    model = tiny_model()
+    model.embed.weight.requires_grad_(False)
+    quantizer = CodebookQuantizer(model, QuantizationSpec(bits=2))
+    with torch.no_grad():
+        model.embed.weight.add_(0.05)
+    quantizer.add_centroid_gradient(1.0)
+    assert "embed.weight" in quantizer.bits and model.embed.weight.grad is None
+    quantizer.hard_snap()
+    assert model.embed.weight.unique().numel() <= 4
+
+
 def test_update_centroids_sets_each_centroid_to_the_mean_of_its_cluster():
     model = tiny_model()
     quantizer = CodebookQuantizer(model, QuantizationSpec(bits=3))

@@ -272,7 +272,7 @@ class CodebookQuantizer:
             param = state.param
             distance = param.detach() - state.snapped()
             total += distance.float().pow(2).mean().to(total.device)
-            if coefficient != 0.0:
+            if coefficient != 0.0 and param.requires_grad:
                 scale = 2.0 * coefficient / (count * param.numel())
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
