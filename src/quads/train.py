@@ -79,9 +79,9 @@ class FitResult:
 class Distributed:
     """The process group of a `torchrun` launch, or a single process."""
 
-    def __init__(self) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+    def __init__(self, enabled: bool = True) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1")) if enabled else 1
+        self.rank = int(os.environ.get("RANK", "0")) if enabled else 0
         if self.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend=backend)
@@ -300,6 +300,7 @@ def fit(
     progress: bool = True,
     augment: bool | None = None,
     description: str = "train",
+    distributed: bool = True,
 ) -> FitResult:
     """Train `classifier` through `stages`, checkpointing every epoch into `run_dir`.
 
@@ -309,7 +310,7 @@ def fit(
     with weights on its codebooks. With `resume=True` the run continues from `run_dir/last.pt` bit-for-bit.
     """
     run_dir = Path(run_dir)
-    world = Distributed()
+    world = Distributed(enabled=distributed)
     torch.manual_seed(seed)
     needs_teacher = any(stage.weights.uses_teacher for stage in stages)
     if needs_teacher and teacher is None:
@@ -418,7 +419,7 @@ def fit(
             sums += torch.tensor([float(per_example.detach().sum()), float(terms["ce"].detach().sum()),
                                   float((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)],
                                  dtype=torch.float64)
-            bar.set_postfix(loss=f"{float(per_example.mean()):.3f}", lc=f"{float(centroid_loss):.2e}")
+            bar.set_postfix(loss=f"{float(per_example.detach().mean()):.3f}", lc=f"{float(centroid_loss):.2e}")
         bar.close()
         sums = world.all_sum(sums)
 

@@ -1,0 +1,236 @@
+"""`quads compress`: run one recipe (QUADS or a baseline) at one bit width and write a run folder.
+
+A run folder holds everything needed to export, evaluate or resume:
+
+    RUN/config.yaml     the resolved settings            RUN/last.pt       the resumable checkpoint
+    RUN/student.pt      the final student (weights, codebooks, architecture, labels; loads with weights_only)
+    RUN/summary.json    valid/test accuracy, size, teacher passes, wall time
+    RUN/metrics.csv     one row per epoch                RUN/tensorboard/  the same, for TensorBoard
+    RUN/teacher/        the pre-tuned teacher (unless --teacher points to one)
+    RUN/distilled/      the fp32 distilled student that ptq and sequential start from (unless --init)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quads.audio import FrontEndConfig
+from quads.batches import ExampleSet
+from quads.config import RunConfig, load_config, save_config
+from quads.data import Corpus
+from quads.errors import ConfigError, QuadsError
+from quads.experiment import (
+    TeacherFrames,
+    corpus_fingerprint,
+    load_training_corpus,
+    student_examples,
+    teacher_examples,
+    write_json,
+)
+from quads.pretune import PretunedTeacher, pretune_teacher, teacher_targets
+from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
+from quads.recipes import RECIPES, plan
+from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+STUDENT_FILE = "student.pt"
+SUMMARY_FILE = "summary.json"
+CODEBOOK_DTYPE = torch.float16  # what the packed file stores; training ends on centroids rounded to it
+
+
+@dataclass
+class Prepared:
+    """What several runs on the same corpus share: loaded once by `quads demo` and `quads ablate`."""
+
+    corpus: Corpus
+    student: dict[str, ExampleSet]
+    teacher: PretunedTeacher | None = None
+    teacher_frames: TeacherFrames | None = None
+
+
+@dataclass
+class CompressResult:
+    run_dir: Path
+    recipe: str
+    bits: int
+    valid_accuracy: float
+    test_accuracy: float
+    summary: dict[str, Any]
+
+
+def quantization_spec(config: RunConfig, bits: int) -> QuantizationSpec:
+    return QuantizationSpec(bits=bits, per_layer=dict(config.quant.per_layer), exclude=list(config.quant.exclude),
+                            iterations=config.quant.kmeans_iterations)
+
+
+def make_student(config: RunConfig, num_labels: int) -> torch.nn.Module:
+    """The student classifier of the config, freshly initialised from the config's seed."""
+    from quads.models import build_student
+
+    torch.manual_seed(config.seed)
+    return build_student(config.student.encoder, num_labels=num_labels, n_mels=config.data.n_mels,
+                         head=config.student.head, **config.student.overrides)
+
+
+def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None = None, progress: bool = True,
+            prepared: Prepared | None = None) -> Prepared:
+    """Load the corpus and student features; with_teacher: teacher frames (cached) and the pre-tuned teacher."""
+    if prepared is None:
+        corpus = load_training_corpus(config.data, progress=progress)
+        frontend = FrontEndConfig(n_mels=config.data.n_mels)
+        prepared = Prepared(corpus, student_examples(corpus, frontend, config.data, progress=progress))
+    if with_teacher and prepared.teacher is None:
+        from quads.models import build_teacher
+
+        if teacher_dir is None:
+            raise ConfigError("a teacher folder is needed to distil")
+        teacher = build_teacher(config.teacher.spec)
+        prepared.teacher_frames = teacher_examples(prepared.corpus, teacher, config.data, progress=progress,
+                                                   pooled=config.teacher.head != "attention")
+        prepared.teacher = pretune_teacher(config, prepared.corpus, prepared.teacher_frames, teacher_dir,
+                                           encoder_parameters=teacher.num_parameters(), progress=progress)
+        if prepared.teacher.labels != list(prepared.corpus.label_map.labels):
+            raise QuadsError(f"the pre-tuned teacher in {teacher_dir} was trained on other labels")
+    return prepared
+
+
+def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, teacher_dir: str | Path | None = None,
+             init_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+             prepared: Prepared | None = None) -> CompressResult:
+    """Train (or post-train quantize) a student with `recipe` at `bits` and write the run folder `out_dir`."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    world = Distributed()
+    recipe_plan = plan(recipe, config, bits)
+    teacher_dir = Path(teacher_dir) if teacher_dir else out_dir / "teacher"
+    needs_teacher = recipe_plan.uses_teacher or (recipe_plan.from_distilled_student and init_dir is None)
+    # One process prepares the caches (features, teacher outputs, pre-tuned head); the others then hit them.
+    if not world.is_main:
+        world.barrier()
+    prepared = prepare(config, with_teacher=needs_teacher, teacher_dir=teacher_dir, progress=progress,
+                       prepared=prepared)
+    if world.is_main:
+        world.barrier()
+    labels = list(prepared.corpus.label_map.labels)
+    spec = quantization_spec(config, bits)
+
+    classifier = make_student(config, len(labels))
+    if recipe_plan.from_distilled_student:
+        init = Path(init_dir) if init_dir else out_dir / "distilled"
+        if not (init / STUDENT_FILE).exists():
+            compress(config, "distill", 32, init, teacher_dir=teacher_dir, resume=resume, progress=progress,
+                     prepared=prepared)
+        initial = load_student(init)
+        if initial["labels"] != labels or initial["architecture"] != classifier.config_dict():
+            raise ConfigError(f"{init}: the initial student has another architecture or label set than this config")
+        classifier.load_state_dict(initial["model"])
+
+    targets = None
+    if recipe_plan.uses_teacher:
+        targets = teacher_targets(prepared.teacher, prepared.teacher_frames.sets["train"],
+                                  standardize=config.distill.standardize_teacher)
+
+    quantizer: CodebookQuantizer | None = None
+    history: list[dict] = []
+    best_epoch = 0
+    if recipe_plan.stages:
+        fingerprint = config.fingerprint() + f"/{recipe}/{bits}/{corpus_fingerprint(prepared.corpus)}"
+        result = fit(classifier, prepared.student["train"], prepared.student["valid"], list(recipe_plan.stages),
+                     config.optim, out_dir, seed=config.seed, teacher=targets,
+                     quantizer_factory=lambda model: CodebookQuantizer(model, spec, fit=False),
+                     fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b")
+        history, best_epoch = result.history, result.best_epoch
+        if result.quantizer_state is not None:
+            quantizer = CodebookQuantizer(classifier, spec, fit=False)
+            quantizer.load_state_dict(result.quantizer_state)
+    if recipe_plan.post_training_only or (bits == 16):
+        quantizer = post_training_quantize(classifier, spec)
+    if quantizer is not None:
+        quantizer.round_centroids_to(CODEBOOK_DTYPE)
+        quantizer.hard_snap()
+
+    valid_accuracy, _ = evaluate_accuracy(classifier, prepared.student["valid"])
+    test_accuracy, _ = evaluate_accuracy(classifier, prepared.student["test"])
+    summary = {
+        "recipe": recipe,
+        "bits": bits,
+        "seed": config.seed,
+        "valid_accuracy": valid_accuracy,
+        "test_accuracy": test_accuracy,
+        "best_epoch": best_epoch,
+        "epochs": sum(stage.epochs for stage in recipe_plan.stages),
+        "stages": [[stage.name, stage.epochs] for stage in recipe_plan.stages],
+        "params": sum(p.numel() for p in classifier.parameters()),
+        "quantization": quantizer.summary() if quantizer is not None else None,
+        "teacher": None if prepared.teacher is None else {
+            "spec": prepared.teacher.spec, "params": prepared.teacher.num_parameters, **prepared.teacher.metrics},
+        "teacher_cache": None if prepared.teacher_frames is None else {
+            "utterances": prepared.teacher_frames.stats.utterances, "hits": prepared.teacher_frames.stats.hits,
+            "teacher_passes": prepared.teacher_frames.stats.teacher_passes},
+        "wall_seconds": time.perf_counter() - started,
+        "history": history,
+    }
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+        save_checkpoint(out_dir / STUDENT_FILE, {
+            "format": "quads-student", "model": classifier.state_dict(),
+            "quantizer": quantizer.state_dict() if quantizer is not None else None,
+            "architecture": classifier.config_dict(), "labels": labels, "bits": bits, "recipe": recipe,
+            "frontend": asdict(FrontEndConfig(n_mels=config.data.n_mels)),
+            "metrics": {"valid_accuracy": valid_accuracy, "test_accuracy": test_accuracy}})
+        write_json(out_dir / SUMMARY_FILE, summary)
+    world.barrier()
+    return CompressResult(out_dir, recipe, bits, valid_accuracy, test_accuracy, summary)
+
+
+def load_student(run_dir: str | Path) -> dict[str, Any]:
+    """The final student of a run folder (tensors and plain values only; loaded with weights_only=True)."""
+    path = Path(run_dir) / STUDENT_FILE
+    if not path.exists():
+        raise QuadsError(f"{run_dir}: no {STUDENT_FILE}; is this a finished `quads compress` run folder?")
+    student = load_checkpoint(path)
+    if not isinstance(student, dict) or student.get("format") != "quads-student":
+        raise QuadsError(f"{path}: not a quads student file")
+    return student
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    parser.add_argument("--recipe", choices=RECIPES, default="quads", help="compression recipe (default: quads)")
+    parser.add_argument("--bits", type=int, help="bit width: 1, 2, 3, 4, 8, 16 or 32 (default: quant.bits)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument("--teacher", type=Path, help="a pre-tuned teacher folder (from `quads pretune`) to reuse")
+    parser.add_argument("--init", type=Path, help="a distilled fp32 run folder for ptq / sequential to start from")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    bits = config.quant.bits if args.bits is None else args.bits
+    from quads.codebook import validate_bits
+
+    validate_bits(bits)
+    result = compress(config, args.recipe, bits, args.out, teacher_dir=args.teacher, init_dir=args.init,
+                      resume=args.resume, progress=not args.quiet)
+    if Distributed().is_main:
+        summary = result.summary
+        print(f"{args.recipe} at {bits} bits: valid accuracy {result.valid_accuracy:.4f}, test accuracy "
+              f"{result.test_accuracy:.4f}, {summary['params']:,} parameters, {summary['wall_seconds']:.0f} s")
+        if summary["teacher_cache"]:
+            cache = summary["teacher_cache"]
+            print(f"teacher passes this run: {cache['teacher_passes']} for {cache['utterances']} utterances "
+                  f"({cache['hits']} cache hits)")
+        print(f"run folder: {result.run_dir} (next: quads export {result.run_dir} --out model.quads)")
+    return 0

@@ -1,0 +1,58 @@
+"""`quads export`: turn a finished run folder into one packed model file (and optionally ONNX).
+
+The packed file (see `quads.packed`) holds bit-packed codebook indices, fp16 codebooks, the float remainder,
+the architecture, the front-end and the label map: everything `quads.load` needs, and nothing executable.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from quads.compress import load_student
+from quads.packed import PackedInfo, save_packed
+from quads.quantize import CodebookQuantizer
+
+
+def export_run(run_dir: str | Path, out_path: str | Path) -> PackedInfo:
+    """Write the final student of `run_dir` as a packed model file at `out_path`."""
+    from quads.models import build_classifier
+
+    student = load_student(run_dir)
+    classifier = build_classifier(student["architecture"])
+    classifier.load_state_dict(student["model"])
+    quantized = {}
+    if student["quantizer"] is not None:
+        quantizer = CodebookQuantizer(classifier, fit=False)
+        quantizer.load_state_dict(student["quantizer"])
+        quantized = quantizer.export()
+    float_state = {name: tensor for name, tensor in classifier.state_dict().items() if name not in quantized}
+    metadata = {
+        "architecture": student["architecture"],
+        "frontend": student["frontend"],
+        "labels": student["labels"],
+        "recipe": student["recipe"],
+        "bits": student["bits"],
+        "metrics": student["metrics"],
+    }
+    return save_packed(out_path, float_state, quantized, metadata)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="a finished `quads compress` run folder")
+    parser.add_argument("--out", type=Path, required=True, help="packed model file to write (e.g. model.quads)")
+    parser.add_argument("--onnx", type=Path, help="also write the dequantized student as ONNX here")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = export_run(args.run_dir, args.out)
+    print(f"wrote {args.out}: {info.file_bytes:,} bytes on disk, theoretical {info.theoretical_bytes:,} bytes")
+    if args.onnx:
+        from quads.onnx_export import export_onnx, verify_onnx
+        from quads.runtime import load
+
+        model = load(args.out)
+        export_onnx(model.classifier, args.onnx, model.frontend_config.n_mels)
+        difference = verify_onnx(model.classifier, args.onnx)
+        print(f"wrote {args.onnx}: max |onnxruntime - torch| = {difference:.2e}")
+    return 0

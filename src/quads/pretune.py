@@ -1,0 +1,151 @@
+"""Stage 0: pre-tune the teacher, i.e. train its intent head on the task with cross-entropy.
+
+The teacher's encoder stays frozen, so the head trains on cached frame embeddings: seconds, not hours, and
+the same cache later feeds distillation. The pre-tuned head is saved as safetensors + JSON (no pickle) and
+reused by every run on the same corpus and teacher settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from quads.atomic import atomic_path
+from quads.batches import ExampleSet
+from quads.config import OptimConfig, RunConfig, load_config
+from quads.data import Corpus
+from quads.distill import ce_weights
+from quads.errors import QuadsError
+from quads.experiment import TeacherFrames, corpus_fingerprint, load_training_corpus, teacher_examples, write_json
+from quads.models.head import TeacherHead
+from quads.train import Stage, TeacherTargets, evaluate_accuracy, fit, predict_embeddings
+
+logger = logging.getLogger(__name__)
+
+HEAD_FILE = "teacher_head.safetensors"
+META_FILE = "teacher.json"
+
+
+@dataclass
+class PretunedTeacher:
+    """A frozen teacher encoder's identity plus its trained intent head."""
+
+    spec: str
+    head: TeacherHead
+    labels: list[str]
+    metrics: dict
+    fingerprint: str
+    encoder_parameters: int = 0
+
+    @property
+    def num_parameters(self) -> int:
+        return self.encoder_parameters + sum(p.numel() for p in self.head.parameters())
+
+
+def pretune_fingerprint(config: RunConfig, corpus: Corpus) -> str:
+    settings = {"teacher": asdict(config.teacher), "seed": config.seed, "corpus": corpus_fingerprint(corpus)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pretune_teacher(config: RunConfig, corpus: Corpus, frames: TeacherFrames, out_dir: str | Path, *,
+                    encoder_parameters: int = 0, resume: bool = False, progress: bool = True) -> PretunedTeacher:
+    """Train the teacher head on the train split, select on valid, report valid and test accuracy.
+
+    A finished pre-tuning in `out_dir` with the same settings and corpus is reused rather than redone.
+    """
+    out_dir = Path(out_dir)
+    fingerprint = pretune_fingerprint(config, corpus)
+    if (out_dir / META_FILE).exists():
+        existing = load_pretuned_teacher(out_dir)
+        if existing.fingerprint == fingerprint:
+            logger.info("reusing the pre-tuned teacher in %s", out_dir)
+            return existing
+    train_set, valid_set, test_set = (frames.sets[s] for s in ("train", "valid", "test"))
+    torch.manual_seed(config.seed)
+    head = TeacherHead(train_set.items[0].shape[-1], len(corpus.label_map), kind=config.teacher.head,
+                       dropout=config.teacher.dropout)
+    optim = OptimConfig(epochs=config.teacher.epochs, batch_size=config.teacher.batch_size, lr=config.teacher.lr,
+                        weight_decay=config.teacher.weight_decay, warmup_epochs=1.0, spec_augment=False)
+    result = fit(head, train_set, valid_set, [Stage("ce", config.teacher.epochs, ce_weights())], optim,
+                 out_dir / "checkpoints", seed=config.seed, fingerprint=fingerprint, resume=resume,
+                 progress=progress, augment=False, description="pretune", distributed=False)
+    test_accuracy, _ = evaluate_accuracy(head, test_set)
+    metrics = {"valid_accuracy": result.best_valid_accuracy, "test_accuracy": test_accuracy,
+               "best_epoch": result.best_epoch, "teacher_passes": frames.stats.teacher_passes,
+               "teacher_cache_hits": frames.stats.hits, "utterances": frames.stats.utterances}
+    pretuned = PretunedTeacher(config.teacher.spec, head, list(corpus.label_map.labels), metrics, fingerprint,
+                               encoder_parameters)
+    save_pretuned_teacher(pretuned, out_dir)
+    return pretuned
+
+
+def save_pretuned_teacher(teacher: PretunedTeacher, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / HEAD_FILE) as temp:
+        save_file({k: v.contiguous() for k, v in teacher.head.state_dict().items()}, str(temp))
+    write_json(out_dir / META_FILE, {"spec": teacher.spec, "head": teacher.head.config_dict(),
+                                     "labels": teacher.labels, "metrics": teacher.metrics,
+                                     "fingerprint": teacher.fingerprint,
+                                     "encoder_parameters": teacher.encoder_parameters})
+
+
+def load_pretuned_teacher(directory: str | Path) -> PretunedTeacher:
+    """Load a pre-tuned teacher head saved by `quads pretune` (safetensors + JSON; no code is executed)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        state = load_file(str(directory / HEAD_FILE))
+        head = TeacherHead(**meta["head"])
+        head.load_state_dict(state)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise QuadsError(f"{directory}: not a pre-tuned teacher written by `quads pretune` ({error})") from None
+    head.eval()
+    return PretunedTeacher(meta["spec"], head, meta["labels"], meta["metrics"], meta["fingerprint"],
+                           meta.get("encoder_parameters", 0))
+
+
+@torch.no_grad()
+def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, standardize: bool = True) -> TeacherTargets:
+    """The teacher's pooled embeddings and logits for every training utterance, computed once per run.
+
+    Embeddings are z-scored per dimension (train statistics) when `standardize`, so the L1 term has the same
+    scale whatever the teacher, and the distillation weight alpha means the same thing across teachers.
+    """
+    embeddings, logits = predict_embeddings(teacher.head, train_frames)
+    if standardize:
+        embeddings = (embeddings - embeddings.mean(0)) / embeddings.std(0).clamp_min(1e-6)
+    return TeacherTargets(embeddings=embeddings, logits=logits)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pre-tuned teacher")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set teacher.epochs=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted pre-tuning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from quads.models import build_teacher
+
+    config = load_config(args.config, args.overrides)
+    progress = not args.quiet
+    corpus = load_training_corpus(config.data, progress=progress)
+    teacher = build_teacher(config.teacher.spec)
+    pooled = config.teacher.head != "attention"
+    frames = teacher_examples(corpus, teacher, config.data, progress=progress, pooled=pooled)
+    pretuned = pretune_teacher(config, corpus, frames, args.out, encoder_parameters=teacher.num_parameters(),
+                               resume=args.resume, progress=progress)
+    print(frames.stats)
+    print(f"pre-tuned teacher ({config.teacher.spec}, head {config.teacher.head}): "
+          f"valid accuracy {pretuned.metrics['valid_accuracy']:.4f}, test accuracy "
+          f"{pretuned.metrics['test_accuracy']:.4f} -> {args.out}")
+    return 0

@@ -1,0 +1,70 @@
+"""`quads.load`: a packed model file becomes a ready module that turns audio into intents.
+
+Loading reads safetensors tensors and a JSON header only; the architecture is rebuilt from its config dict by
+quads' own code, so a model file can never execute anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from quads.audio import FrontEndConfig, LogMelSpectrogram, load_audio, pad_batch
+from quads.packed import ModelFileError, load_packed
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]  # the best few (label, probability), best first
+
+
+class PackedModel(nn.Module):
+    """A loaded student: `forward(features, mask)` like the classifier, plus `predict` on waveforms or files."""
+
+    def __init__(self, classifier: nn.Module, frontend_config: FrontEndConfig, labels: list[str], metadata: dict):
+        super().__init__()
+        self.classifier = classifier
+        self.frontend_config = frontend_config
+        self.frontend = LogMelSpectrogram(frontend_config)
+        self.labels = labels
+        self.metadata = metadata
+
+    def forward(self, features: Tensor, mask: Tensor):
+        return self.classifier(features, mask)
+
+    @torch.no_grad()
+    def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
+        padded, lengths = pad_batch(list(waveforms))
+        features, mask = self.frontend(padded, lengths)
+        probabilities = torch.softmax(self.classifier(features, mask).logits, dim=-1)
+        best = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        return [
+            Prediction(self.labels[int(indices[0])], float(values[0]),
+                       tuple((self.labels[int(i)], float(v)) for v, i in zip(values, indices, strict=True)))
+            for values, indices in zip(best.values, best.indices, strict=True)
+        ]
+
+    def predict_files(self, paths: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
+        return self.predict_waveforms([load_audio(path, self.frontend_config.sample_rate) for path in paths], top_k)
+
+
+def load(path: str | Path) -> PackedModel:
+    """Load a packed model file written by `quads export`; the module is in eval mode."""
+    from quads.models import build_classifier
+
+    state, metadata = load_packed(path)
+    try:
+        classifier = build_classifier(metadata["architecture"])
+        classifier.load_state_dict(state)
+        frontend = FrontEndConfig(**metadata["frontend"])
+        labels = list(metadata["labels"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: the model file's contents do not fit together ({error})") from None
+    return PackedModel(classifier, frontend, labels, metadata).eval()

@@ -1,0 +1,95 @@
+"""End to end on a tiny synthetic corpus: synth -> pretune -> compress -> export -> load -> predict / eval."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from quads.cli import main
+from quads.compress import compress, load_student
+from quads.config import load_config
+from quads.export import export_run
+from quads.runtime import load
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                       reason="needs espeak-ng and flite"),
+]
+
+PHRASES = "transcription\tintent\nturn the lights on\tlights_on\nlights on please\tlights_on\n" \
+          "turn the lights off\tlights_off\nlights off now\tlights_off\nplay some music\tmusic_play\n" \
+          "start the music\tmusic_play\n"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "phrases.tsv").write_text(PHRASES)
+    assert main(["synth", "--out", str(root / "corpus"), "--phrases", str(root / "phrases.tsv"), "--speakers", "10",
+                 "--seed", "1", "--jobs", "2", "--quiet"]) == 0
+    overrides = [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}", "teacher.epochs=3",
+                 "teacher.head=linear", "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8"]
+    return root, load_config(None, overrides)
+
+
+def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student(workspace):
+    root, config = workspace
+    result = compress(config, "quads", 2, root / "quads2", progress=False)
+    summary = json.loads((root / "quads2" / "summary.json").read_text())
+    assert summary["teacher_cache"]["teacher_passes"] == summary["teacher_cache"]["utterances"]
+    assert [phase for phase, _ in summary["stages"]][-1] == "quantize"
+
+    info = export_run(root / "quads2", root / "quads2.quads")
+    assert info.file_bytes < 0.2 * 4 * summary["params"]  # far below the fp32 size
+    model = load(root / "quads2.quads")
+    student = load_student(root / "quads2")
+    for name, tensor in model.classifier.state_dict().items():
+        assert torch.equal(tensor, student["model"][name]), name
+    for name, tensor in model.classifier.state_dict().items():
+        if name.endswith("weight") and tensor.ndim > 1 and tensor.numel() >= 16:
+            assert tensor.unique().numel() <= 4, name
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_second_run_hits_the_teacher_cache_and_reuses_the_pretuned_teacher(workspace):
+    root, config = workspace
+    compress(config, "distill", 32, root / "distill", teacher_dir=root / "quads2" / "teacher", progress=False)
+    summary = json.loads((root / "distill" / "summary.json").read_text())
+    assert summary["teacher_cache"]["teacher_passes"] == 0
+    assert summary["teacher_cache"]["hits"] == summary["teacher_cache"]["utterances"]
+
+
+def test_sequential_and_ptq_start_from_the_distilled_student(workspace):
+    root, config = workspace
+    ptq = compress(config, "ptq", 4, root / "ptq4", init_dir=root / "distill", progress=False)
+    assert ptq.summary["epochs"] == 0 and ptq.summary["quantization"]
+    sequential = compress(config, "sequential", 4, root / "seq4", init_dir=root / "distill", progress=False)
+    assert sequential.summary["stages"] == [["quantize", 2]]
+
+
+def test_cli_export_predict_and_eval(workspace, capsys, tmp_path):
+    root, _ = workspace
+    assert main(["export", str(root / "quads2"), "--out", str(tmp_path / "m.quads"), "--onnx",
+                 str(tmp_path / "m.onnx")]) == 0
+    wav = next((root / "corpus" / "wavs" / "speakers").rglob("*.wav"))
+    assert main(["predict", str(tmp_path / "m.quads"), str(wav)]) == 0
+    out = capsys.readouterr().out
+    assert wav.name in out and any(label in out for label in ("lights_on", "lights_off", "music_play"))
+    assert main(["eval", str(tmp_path / "m.quads"), "--data", str(root / "corpus"), "--json",
+                 str(tmp_path / "eval.json"), "--cache", str(root / "cache" / "features"), "--quiet",
+                 "--latency-samples", "3"]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert 0.0 <= report["accuracy"] <= 1.0
+
+
+def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace):
+    root, config = workspace
+    other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
+                               "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "seed=5"])
+    from quads.train import CheckpointMismatch
+
+    with pytest.raises(CheckpointMismatch):
+        compress(other, "distill", 32, root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
+                 progress=False)
