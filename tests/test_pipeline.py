@@ -85,7 +85,7 @@ def test_cli_export_predict_and_eval(workspace, capsys, tmp_path):
 
 
 def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace):
-    root, config = workspace
+    root, _ = workspace
     other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
                                "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "seed=5"])
     from quads.train import CheckpointMismatch
