@@ -93,3 +93,45 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace):
     with pytest.raises(CheckpointMismatch):
         compress(other, "distill", 32, root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
                  progress=False)
+
+
+def test_demo_writes_the_results_contract(workspace, capsys):
+    root, _ = workspace
+    from quads.demo import run_demo
+
+    overrides = [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}", "teacher.epochs=3",
+                 "teacher.head=linear", "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8"]
+    rows = run_demo(root / "demo", overrides=overrides, progress=False)
+    saved = json.loads((root / "demo" / "results.json").read_text())
+    assert saved == rows
+    assert (root / "demo" / "results.md").exists() and (root / "demo" / "pareto.png").stat().st_size > 1000
+    methods = [(row["method"], row["bits"]) for row in rows]
+    assert methods[0] == ("teacher", 32)
+    assert {("QUADS", 2), ("QUADS", 4), ("QUADS", 8), ("PTQ", 2), ("sequential", 2), ("student fp32", 32)} <= set(
+        methods)
+    for row in rows[1:]:
+        for key in ("params", "size_bytes", "theoretical_bytes", "gmacs", "accuracy", "f1", "model_file"):
+            assert row[key] is not None, (row["method"], key)
+        assert row["size_bytes"] >= row["theoretical_bytes"]
+    sizes = {(row["method"], row["bits"]): row["size_bytes"] for row in rows[1:]}
+    assert sizes[("QUADS", 2)] < sizes[("QUADS", 4)] < sizes[("QUADS", 8)] < sizes[("student fp32", 32)]
+    assert "QUADS" in capsys.readouterr().out
+
+
+def test_ablation_skips_finished_cells(workspace, monkeypatch):
+    root, _ = workspace
+    import quads.grid
+    from quads.ablate import run_ablation
+
+    overrides = [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}", "teacher.epochs=3",
+                 "teacher.head=linear", "student.encoder=conv-50k", "optim.epochs=2", "optim.batch_size=8"]
+    first = run_ablation(root / "ablate", [0], overrides=overrides, bits=[4], recipes=["ptq"], progress=False)
+    assert [row["method"] for row in first] == ["teacher", "PTQ"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(quads.grid, "compress", no_training)
+    again = run_ablation(root / "ablate", [0], overrides=overrides, bits=[4], recipes=["ptq"], progress=False)
+    assert again == first
+    assert (root / "ablate" / "results_mean_std.md").exists()

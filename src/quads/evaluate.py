@@ -255,9 +255,24 @@ def mean_gmacs(classifier: torch.nn.Module, n_mels: int, frame_counts: Sequence[
     """Mean GMACs per utterance at each utterance's real length: exact, counted once per distinct frame count."""
     distinct = sorted(set(frame_counts))
     with single_threaded():
-        counted = {frames: gmacs_at_length(classifier, n_mels, frames)
+        counted = {frames: gmacs_for_architecture(classifier, n_mels, frames)
                    for frames in tqdm(distinct, desc="GMACs", unit="length", disable=not progress, leave=False)}
     return float(np.mean([counted[frames] for frames in frame_counts]))
+
+
+_GMACS_BY_ARCHITECTURE: dict[tuple[str, int, int], float] = {}
+
+
+def gmacs_for_architecture(classifier: torch.nn.Module, n_mels: int, frames: int) -> float:
+    """gmacs_at_length, remembered per (architecture, length): MACs do not depend on the weights, so the many
+    bit widths of one student (quads demo, ablate) are counted once."""
+    config = getattr(classifier, "config_dict", None)
+    if config is None:
+        return gmacs_at_length(classifier, n_mels, frames)
+    key = (json.dumps(config(), sort_keys=True), n_mels, frames)
+    if key not in _GMACS_BY_ARCHITECTURE:
+        _GMACS_BY_ARCHITECTURE[key] = gmacs_at_length(classifier, n_mels, frames)
+    return _GMACS_BY_ARCHITECTURE[key]
 
 
 @torch.inference_mode()
@@ -315,7 +330,7 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     frames_30s = WHISPER_SECONDS * model.frontend_config.sample_rate // model.frontend_config.hop_length
     gmacs = mean_gmacs(model.classifier, n_mels, frame_counts, progress)
     with single_threaded():
-        gmacs_30s = gmacs_at_length(model.classifier, n_mels, frames_30s)
+        gmacs_30s = gmacs_for_architecture(model.classifier, n_mels, frames_30s)
 
     median = p90 = None
     timed = spread_sample(len(utterances), max(0, latency_samples))
