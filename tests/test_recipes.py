@@ -18,7 +18,7 @@ def test_scaled_schedule_keeps_the_budget_and_ends_on_quantize(epochs):
 
 
 def test_quads_quantize_stages_keep_the_teacher_teaching():
-    config = load_config(None, overrides=["optim.epochs=10", "distill.alpha=0.5", "quant.gamma=0.4"])
+    config = load_config(None, overrides=["quant.epochs=10", "distill.alpha=0.5", "quant.gamma=0.4"])
     stages = plan("quads", config).stages
     quantize = [stage for stage in stages if stage.quantize]
     assert quantize and all(stage.weights.embedding == pytest.approx(0.4 * 0.5) for stage in quantize)
@@ -27,17 +27,26 @@ def test_quads_quantize_stages_keep_the_teacher_teaching():
 
 
 def test_sequential_quantizes_a_distilled_student_without_the_teacher():
-    config = load_config(None, overrides=["optim.epochs=20"])
+    config = load_config(None, overrides=["quant.epochs=20"])
     recipe = plan("sequential", config, bits=2)
-    assert recipe.from_distilled_student and not recipe.uses_teacher
+    assert recipe.start_from == "distill" and not recipe.uses_teacher
     assert [stage.epochs for stage in recipe.stages] == [11]
 
 
+def test_from_scratch_sequential_distils_then_quantizes_on_the_same_budget():
+    config = load_config(None, overrides=["quant.init=scratch", "optim.epochs=20"])
+    recipe = plan("sequential", config, bits=2)
+    assert recipe.start_from is None
+    assert [(stage.name, stage.epochs) for stage in recipe.stages] == [("distill", 9), ("quantize", 11)]
+    assert plan("quads", config, bits=2).start_from is None
+
+
 def test_qat_is_the_quads_schedule_without_a_teacher():
-    config = load_config(None, overrides=["optim.epochs=20"])
+    config = load_config(None, overrides=["quant.epochs=20"])
     qat, quads = plan("qat", config, bits=4), plan("quads", config, bits=4)
     assert [s.epochs for s in qat.stages] == [s.epochs for s in quads.stages]
     assert not qat.uses_teacher and quads.uses_teacher
+    assert (qat.start_from, quads.start_from) == ("fp32", "distill")
 
 
 def test_sixteen_and_thirty_two_bits_train_in_float():

@@ -7,7 +7,7 @@ A run folder holds everything needed to export, evaluate or resume:
     RUN/summary.json    valid/test accuracy, size, teacher passes, wall time
     RUN/metrics.csv     one row per epoch                RUN/tensorboard/  the same, for TensorBoard
     RUN/teacher/        the pre-tuned teacher (unless --teacher points to one)
-    RUN/distilled/      the fp32 distilled student that ptq and sequential start from (unless --init)
+    RUN/distill/, RUN/fp32/   the fp32 student a quantizing recipe starts from (unless --init gives one)
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
     world = Distributed()
     recipe_plan = plan(recipe, config, bits)
     teacher_dir = Path(teacher_dir) if teacher_dir else out_dir / "teacher"
-    needs_teacher = recipe_plan.uses_teacher or (recipe_plan.from_distilled_student and init_dir is None)
+    needs_teacher = recipe_plan.uses_teacher or (recipe_plan.start_from == "distill" and init_dir is None)
     # One process prepares the caches (features, teacher outputs, pre-tuned head); the others then hit them.
     if not world.is_main:
         world.barrier()
@@ -123,12 +123,15 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
     spec = quantization_spec(config, bits)
 
     classifier = make_student(config, len(labels))
-    if recipe_plan.from_distilled_student:
-        init = Path(init_dir) if init_dir else out_dir / "distilled"
+    if recipe_plan.start_from is not None:
+        init = Path(init_dir) if init_dir else out_dir / recipe_plan.start_from
         if not (init / STUDENT_FILE).exists():
-            compress(config, "distill", 32, init, teacher_dir=teacher_dir, resume=resume, progress=progress,
-                     prepared=prepared)
+            compress(config, recipe_plan.start_from, 32, init, teacher_dir=teacher_dir, resume=resume,
+                     progress=progress, prepared=prepared)
         initial = load_student(init)
+        if initial["recipe"] != recipe_plan.start_from or initial["bits"] != 32:
+            raise ConfigError(f"{init}: {recipe} starts from a '{recipe_plan.start_from}' fp32 student, but that "
+                              f"folder holds a '{initial['recipe']}' {initial['bits']}-bit one")
         if initial["labels"] != labels or initial["architecture"] != classifier.config_dict():
             raise ConfigError(f"{init}: the initial student has another architecture or label set than this config")
         classifier.load_state_dict(initial["model"])
@@ -209,7 +212,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", type=int, help="bit width: 1, 2, 3, 4, 8, 16 or 32 (default: quant.bits)")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
     parser.add_argument("--teacher", type=Path, help="a pre-tuned teacher folder (from `quads pretune`) to reuse")
-    parser.add_argument("--init", type=Path, help="a distilled fp32 run folder for ptq / sequential to start from")
+    parser.add_argument("--init", type=Path, help="the fp32 run folder to start from (distill for ptq, sequential "
+                        "and quads; fp32 for qat); trained into RUN/<recipe> when not given")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")

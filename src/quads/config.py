@@ -77,6 +77,11 @@ class QuantConfig:
     centroid_weight: float = 1.0
     kmeans_iterations: int = 25
     schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = paper pattern
+    # Where quantizing recipes start: "pretrained" = from the fp32 student (distilled for QUADS and sequential,
+    # CE-only for QAT) and train `epochs` more; "scratch" = from random weights over optim.epochs (the paper's
+    # 20-epoch pattern from the start, which needs a student that learns within its first distillation stage).
+    init: str = "pretrained"
+    epochs: int = 8
 
 
 @dataclass
@@ -84,15 +89,15 @@ class OptimConfig:
     """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
 
     epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-3
+    batch_size: int = 16
+    lr: float = 2e-3
     head_lr: float = 0.0  # 0 = same as lr
     projection_lr: float = 0.0  # 0 = same as lr
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
-    spec_augment: bool = True
+    spec_augment: bool = False
 
 
 @dataclass
@@ -239,6 +244,8 @@ def validate(config: RunConfig) -> None:
         (config.optim.epochs >= 1, "optim.epochs must be >= 1"),
         (config.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
         (config.optim.lr > 0, "optim.lr must be > 0"),
+        (config.quant.init in ("pretrained", "scratch"), "quant.init must be pretrained or scratch"),
+        (config.quant.epochs >= 1, "quant.epochs must be >= 1"),
         (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),
         (config.data.slurp_recordings in ("headset", "farfield", "both"),
          "data.slurp_recordings must be headset, farfield or both"),

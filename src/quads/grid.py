@@ -20,6 +20,7 @@ from quads.evaluate import evaluate_model_file, score_predictions
 from quads.experiment import cache_root, default_corpus_dir, write_json
 from quads.export import export_run
 from quads.pretune import pretune_fingerprint
+from quads.recipes import plan
 from quads.train import predict_logits
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,8 @@ class Cell:
 
 
 def ordered(cells: list[Cell]) -> list[Cell]:
-    """Distilled students first (others start from them), then the rest in the given order."""
-    return sorted(cells, key=lambda cell: (cell.seed, cell.recipe != "distill"))
+    """The fp32 students first (the quantizing recipes start from them), then the rest in the given order."""
+    return sorted(cells, key=lambda cell: (cell.seed, cell.recipe not in ("fp32", "distill")))
 
 
 def teacher_folder(config: RunConfig, prepared_corpus) -> Path:
@@ -79,7 +80,8 @@ def run_grid(config: RunConfig, cells: list[Cell], out_dir: str | Path, *, progr
         started = time.perf_counter()
         print(f"[{index}/{len(cells)}] {METHOD_NAMES[cell.recipe]} at {cell.bits} bits, seed {cell.seed}", flush=True)
         cell_config = replace(config, seed=cell.seed)
-        init = out_dir / "runs" / Cell("distill", 32, cell.seed).name
+        source = plan(cell.recipe, cell_config, cell.bits).start_from or "distill"
+        init = out_dir / "runs" / Cell(source, 32, cell.seed).name
         result = compress(cell_config, cell.recipe, cell.bits, cell_dir, teacher_dir=teacher_folder(config, corpus),
                           init_dir=init, resume=True, progress=progress, prepared=prepared)
         model_file = out_dir / "models" / f"{cell.name}.quads"

@@ -1,13 +1,18 @@
 """Compression recipes as lists of training stages: QUADS and the baselines it is measured against.
 
-| recipe       | starts from            | stages                                                             |
-|--------------|------------------------|--------------------------------------------------------------------|
-| `fp32`       | scratch                | CE only (the student fp32 baseline)                                |
-| `distill`    | scratch                | L_dis throughout (student + distillation, fp32)                    |
-| `ptq`        | the distilled student  | none: k-means codebooks fitted once, weights snapped (no retraining) |
-| `qat`        | scratch                | the QUADS schedule without a teacher: CE, then L_centroid + CE     |
-| `sequential` | the distilled student  | quantization stages with L_centroid + CE only (the teacher is gone) |
-| `quads`      | scratch                | alternating distillation and quantization stages, teacher throughout |
+| recipe       | starts from (quant.init: pretrained) | stages                                                  |
+|--------------|--------------------------------------|---------------------------------------------------------|
+| `fp32`       | scratch                              | CE only (the student fp32 baseline), optim.epochs       |
+| `distill`    | scratch                              | L_dis throughout (student + distillation, fp32)         |
+| `ptq`        | the distilled student                | none: k-means codebooks fitted once, weights snapped    |
+| `qat`        | the CE-only student                  | the schedule without any teacher: CE, L_centroid + CE   |
+| `sequential` | the distilled student                | quantize stages with L_centroid + CE (teacher gone)     |
+| `quads`      | the distilled student                | alternating distil / quantize, teacher throughout       |
+
+The quantizing recipes train `quant.epochs` epochs on top of their starting student, with the same budget:
+QUADS and QAT follow the schedule, sequential spends the schedule's quantize epochs. With quant.init = scratch
+they start from random weights and follow the schedule over optim.epochs (the paper's setting); sequential
+then distils for the schedule's distil epochs first.
 
 At 16 and 32 bits nothing is clustered: every recipe trains as its fp32 counterpart and 16 bits is a float16
 cast at export.
@@ -30,13 +35,13 @@ PAPER_PATTERN = (("distill", 3), ("quantize", 3), ("distill", 6), ("quantize", 8
 
 @dataclass(frozen=True)
 class RecipePlan:
-    """What a recipe trains: its stages, whether it starts from the distilled fp32 student, and whether
-    it only clusters the weights once after training (PTQ)."""
+    """What a recipe trains: its stages, which fp32 student it starts from ("fp32", "distill" or None for
+    random weights), and whether it only clusters the weights once after training (PTQ)."""
 
     recipe: str
     bits: int
     stages: tuple[Stage, ...]
-    from_distilled_student: bool = False
+    start_from: str | None = None
     post_training_only: bool = False
 
     @property
@@ -67,8 +72,9 @@ def paper_schedule(total_epochs: int) -> list[tuple[str, int]]:
 
 
 def schedule_for(config: RunConfig) -> list[tuple[str, int]]:
-    """The configured schedule, or the paper's pattern scaled to optim.epochs."""
-    stages = parse_schedule(config.quant.schedule) if config.quant.schedule else paper_schedule(config.optim.epochs)
+    """The configured schedule, or the paper's pattern scaled to the quantization budget."""
+    budget = config.quant.epochs if config.quant.init == "pretrained" else config.optim.epochs
+    stages = parse_schedule(config.quant.schedule) if config.quant.schedule else paper_schedule(budget)
     if stages[-1][0] != "quantize":
         raise ConfigError("quant.schedule must end on a quantize stage, so the final weights are on the codebook")
     return stages
@@ -81,18 +87,22 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
     bits = config.quant.bits if bits is None else bits
     epochs = config.optim.epochs
     distill = distillation_weights(config.distill)
+    pretrained = config.quant.init == "pretrained"
     if recipe == "fp32" or (recipe == "qat" and bits > 8):
         return RecipePlan(recipe, bits, (Stage("ce", epochs, ce_weights()),))
     if recipe == "distill" or (recipe == "quads" and bits > 8):
         return RecipePlan(recipe, bits, (Stage("distill", epochs, distill),))
     if recipe == "ptq" or (recipe == "sequential" and bits > 8):
-        return RecipePlan(recipe, bits, (), from_distilled_student=True, post_training_only=bits <= 8)
+        return RecipePlan(recipe, bits, (), start_from="distill", post_training_only=bits <= 8)
     schedule = schedule_for(config)
     if recipe == "sequential":
         quantize_epochs = sum(n for phase, n in schedule if phase == "quantize")
         weights = quantization_weights(config.distill, config.quant, with_teacher=False)
-        return RecipePlan(recipe, bits, (Stage("quantize", quantize_epochs, weights, quantize=True),),
-                          from_distilled_student=True)
+        stages = [Stage("quantize", quantize_epochs, weights, quantize=True)]
+        if not pretrained:
+            distill_epochs = sum(n for phase, n in schedule if phase == "distill")
+            stages.insert(0, Stage("distill", distill_epochs, distill))
+        return RecipePlan(recipe, bits, tuple(stages), start_from="distill" if pretrained else None)
     with_teacher = recipe == "quads"
     stages = []
     for phase, n in schedule:
@@ -101,4 +111,5 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
         else:
             weights = quantization_weights(config.distill, config.quant, with_teacher=with_teacher)
             stages.append(Stage("quantize", n, weights, quantize=True))
-    return RecipePlan(recipe, bits, tuple(stages))
+    start_from = ("distill" if with_teacher else "fp32") if pretrained else None
+    return RecipePlan(recipe, bits, tuple(stages), start_from=start_from)
