@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from quads.atomic import atomic_write_text
-from quads.config import load_config
+from quads.config import add_config_arguments, load_config
 from quads.grid import Cell, run_grid
 from quads.report import aggregate_seeds, results_markdown, write_results
 
@@ -45,14 +45,11 @@ def run_ablation(out_dir: str | Path, seeds: list[int], config_path: str | Path 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/ablate"), help="results folder")
-    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     parser.add_argument("--bits", type=int, nargs="+", help="only these bit widths")
     parser.add_argument("--recipes", nargs="+", help="only these recipes (fp32 distill ptq qat sequential quads)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

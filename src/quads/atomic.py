@@ -15,8 +15,12 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target`, on error it is deleted."""
+def atomic_path(target: str | Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target`, on error it is deleted.
+
+    `durable` flushes the file to disk before the rename (checkpoints, model files); caches, whose entries are
+    recomputed when lost, skip that cost.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -24,23 +28,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temp = Path(temp_name)
     try:
         yield temp
-        with open(temp, "rb+") as written:
-            os.fsync(written.fileno())
+        if durable:
+            with open(temp, "rb+") as written:
+                os.fsync(written.fileno())
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write(target: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(target: str | Path, write: Callable[[IO[bytes]], object], *, durable: bool = True) -> None:
     """Call `write(file)` on a temporary binary file that atomically becomes `target`."""
-    with atomic_path(target) as temp, open(temp, "wb") as file:
+    with atomic_path(target, durable=durable) as temp, open(temp, "wb") as file:
         write(file)
 
 
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    atomic_write(target, lambda file: file.write(data))
+def atomic_write_bytes(target: str | Path, data: bytes, *, durable: bool = True) -> None:
+    atomic_write(target, lambda file: file.write(data), durable=durable)
 
 
-def atomic_write_text(target: str | Path, text: str) -> None:
-    atomic_write_bytes(target, text.encode("utf-8"))
+def atomic_write_text(target: str | Path, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"), durable=durable)

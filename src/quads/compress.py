@@ -23,7 +23,7 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.batches import ExampleSet
-from quads.config import RunConfig, load_config, save_config
+from quads.config import RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
 from quads.experiment import (
@@ -207,17 +207,14 @@ def load_student(run_dir: str | Path) -> dict[str, Any]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    add_config_arguments(parser)
     parser.add_argument("--recipe", choices=RECIPES, default="quads", help="compression recipe (default: quads)")
     parser.add_argument("--bits", type=int, help="bit width: 1, 2, 3, 4, 8, 16 or 32 (default: quant.bits)")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
     parser.add_argument("--teacher", type=Path, help="a pre-tuned teacher folder (from `quads pretune`) to reuse")
     parser.add_argument("--init", type=Path, help="the fp32 run folder to start from (distill for ptq, sequential "
                         "and quads; fp32 for qat); trained into RUN/<recipe> when not given")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ suggest the closest valid one, because a silently ignored typo (`alpah: 0.5`) wa
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import hashlib
@@ -210,6 +211,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return config_from_dict(values)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config, --set KEY=VALUE and --quiet: the same flags on every command that runs an experiment."""
+    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from quads.config import load_config
+from quads.config import add_config_arguments, load_config
 from quads.grid import Cell, run_grid
 from quads.report import results_markdown, write_results
 
@@ -40,11 +40,8 @@ def run_demo(out_dir: str | Path, config_path: str | Path | None = None, overrid
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="results folder (default results/demo)")
-    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.epochs=10 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,17 +24,17 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import cast
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from quads.atomic import atomic_write, atomic_write_bytes
 from quads.audio import FrontEndConfig, LogMelSpectrogram, audio_duration, load_audio, pad_batch
 from quads.data import SPLITS, Utterance, open_corpus
 from quads.errors import AudioError, ConfigError
@@ -58,20 +58,6 @@ def file_sha256(path: Path) -> str:
         while chunk := stream.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """`write(binary_stream)` into a temporary file beside `path`, then os.replace: concurrent writers of the same
-    entry each install a complete file and readers never see a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class FeatureCache:
@@ -115,7 +101,7 @@ class FeatureCache:
                 content = file_sha256(path)
             except OSError as error:
                 raise AudioError(f"{path}: cannot read audio file ({error.strerror or error})") from None
-            write_atomically(index_path, lambda stream: stream.write(content.encode("ascii")))
+            atomic_write_bytes(index_path, content.encode("ascii"), durable=False)
         self._content_hashes[fast] = content
         return content
 
@@ -159,7 +145,7 @@ class FeatureCache:
     def put(self, key: str, features: np.ndarray) -> np.ndarray:
         """Store [n_mels, T] features; returns them as stored (cast to the cache dtype)."""
         stored = np.ascontiguousarray(features, dtype=self.dtype)
-        write_atomically(self.entry_path(key), lambda stream: np.savez(stream, features=stored))
+        atomic_write(self.entry_path(key), lambda stream: np.savez(stream, features=stored), durable=False)
         return stored
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from quads.atomic import atomic_path
 from quads.batches import ExampleSet
-from quads.config import OptimConfig, RunConfig, load_config
+from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config
 from quads.data import Corpus
 from quads.distill import ce_weights
 from quads.errors import QuadsError
@@ -125,12 +125,9 @@ def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, stand
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    add_config_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the pre-tuned teacher")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set teacher.epochs=10 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted pre-tuning")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,13 +8,12 @@ format reports them the same way.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quads.atomic import atomic_write_text
 from quads.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -92,7 +91,7 @@ class LabelMap:
         return cls(labels)
 
     def save(self, path: str | Path) -> None:
-        write_text_atomically(Path(path), self.to_json() + "\n")
+        atomic_write_text(Path(path), self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LabelMap:
@@ -114,19 +113,6 @@ class Corpus:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split} {len(items)}" for split, items in self.splits.items())
         return f"Corpus({self.name!r}, {str(self.root)!r}, {sizes}, {len(self.label_map)} intents)"
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so a crash never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

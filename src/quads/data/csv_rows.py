@@ -50,3 +50,18 @@ def read_csv_rows(path: Path, check_header: Callable[[list[str], Path], None]) -
     except csv.Error as error:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
     return header, rows
+
+
+def check_header_columns(names: list[str], required: tuple[str, ...], allowed: tuple[str, ...], path: Path,
+                         expected: str, what: str = "header") -> None:
+    """A header must name every required column, only allowed ones, each once; else a DataError at line 1."""
+    missing = [name for name in required if name not in names]
+    unexpected = [name for name in names if name not in allowed]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if missing or unexpected or duplicated:
+        problems = [
+            f"missing {missing}" if missing else "",
+            f"unexpected {unexpected}" if unexpected else "",
+            f"repeated {duplicated}" if duplicated else "",
+        ]
+        raise DataError(f"{path}:1: wrong {what} ({'; '.join(p for p in problems if p)}); expected {expected}")

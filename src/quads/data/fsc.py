@@ -19,7 +19,7 @@ from quads.data.corpus import (
     build_corpus,
     drop_missing_audio,
 )
-from quads.data.csv_rows import CsvRow, read_csv_rows
+from quads.data.csv_rows import CsvRow, check_header_columns, read_csv_rows
 from quads.errors import DataError
 
 FSC_COLUMNS = ("", "path", "speakerId", "transcription", "action", "object", "location")
@@ -63,19 +63,8 @@ def check_fsc_header(header: list[str], csv_path: Path) -> None:
             f"expected header {expected!r}[,intent], found {','.join(header)!r}"
         )
     names = [name.strip() for name in header[1:]]
-    missing = [name for name in FSC_COLUMNS[1:] if name not in names]
-    unexpected = [name for name in names if name not in (*FSC_COLUMNS[1:], INTENT_COLUMN)]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if missing or unexpected or duplicated:
-        problems = [
-            f"missing {missing}" if missing else "",
-            f"unexpected {unexpected}" if unexpected else "",
-            f"repeated {duplicated}" if duplicated else "",
-        ]
-        raise DataError(
-            f"{csv_path}:1: wrong header ({'; '.join(p for p in problems if p)}); "
-            f"expected {expected!r} optionally followed by ',intent'"
-        )
+    check_header_columns(names, FSC_COLUMNS[1:], (*FSC_COLUMNS[1:], INTENT_COLUMN), csv_path,
+                         f"{expected!r} optionally followed by ',intent'")
 
 
 def fsc_utterance(row: CsvRow, root: Path, csv_path: Path, has_intent: bool) -> Utterance:

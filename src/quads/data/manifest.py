@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quads.data.corpus import SPLITS, Corpus, LabelMap, SourcedUtterance, Utterance, build_corpus, drop_missing_audio
-from quads.data.csv_rows import CsvRow, read_csv_rows
+from quads.data.csv_rows import CsvRow, check_header_columns, read_csv_rows
 from quads.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label")
@@ -50,19 +50,8 @@ def load_manifest(
 
 def check_manifest_header(header: list[str], csv_path: Path) -> None:
     names = [name.strip() for name in header]
-    missing = [name for name in REQUIRED_COLUMNS if name not in names]
-    unexpected = [name for name in names if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if missing or unexpected or duplicated:
-        problems = [
-            f"missing {missing}" if missing else "",
-            f"unexpected {unexpected}" if unexpected else "",
-            f"repeated {duplicated}" if duplicated else "",
-        ]
-        raise DataError(
-            f"{csv_path}:1: wrong manifest header ({'; '.join(p for p in problems if p)}); expected 'path,label' "
-            f"plus any of {', '.join(OPTIONAL_COLUMNS)}"
-        )
+    check_header_columns(names, REQUIRED_COLUMNS, REQUIRED_COLUMNS + OPTIONAL_COLUMNS, csv_path,
+                         f"'path,label' plus any of {', '.join(OPTIONAL_COLUMNS)}", what="manifest header")
 
 
 def manifest_utterance(row: CsvRow, csv_path: Path) -> Utterance:

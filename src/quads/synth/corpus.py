@@ -30,6 +30,7 @@ import soundfile
 from tqdm import tqdm
 
 from quads import __version__
+from quads.atomic import atomic_write_text
 from quads.errors import ConfigError, DataError
 from quads.synth.augment import AugmentConfig, augment, utterance_rng
 from quads.synth.grammar import (
@@ -193,8 +194,8 @@ def _write_corpus(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance
                 "engines": engine_versions(binaries)}
     _claim_folder(out_dir, settings, force)
     description = _description(settings, speakers, counts=None, audio_seconds=None, complete=False)
-    _write_text_atomically(out_dir / "synth.json", json.dumps(description, indent=2) + "\n")
-    _write_text_atomically(out_dir / "phrases.tsv", table.to_tsv())
+    atomic_write_text(out_dir / "synth.json", json.dumps(description, indent=2) + "\n")
+    atomic_write_text(out_dir / "phrases.tsv", table.to_tsv())
     _remove_stray_temp_files(out_dir)
 
     todo = [item for item in plan if not _is_finished(out_dir / item.relative_path)]
@@ -205,7 +206,7 @@ def _write_corpus(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance
     csv_paths = _write_csvs(out_dir, table, plan)
     counts = {split: sum(item.split == split for item in plan) for split in SPLITS}
     description = _description(settings, speakers, counts=counts, audio_seconds=audio_seconds, complete=True)
-    _write_text_atomically(out_dir / "synth.json", json.dumps(description, indent=2) + "\n")
+    atomic_write_text(out_dir / "synth.json", json.dumps(description, indent=2) + "\n")
     return SynthReport(out_dir=out_dir, utterances=counts, speakers={s: len(speakers[s]) for s in SPLITS},
                        audio_seconds=audio_seconds, synthesized=len(todo), reused=len(plan) - len(todo),
                        wall_seconds=time.perf_counter() - started, csv_paths=csv_paths)
@@ -320,15 +321,7 @@ def _write_csvs(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance])
             row = [index, item.relative_path, item.speaker.speaker_id, item.phrase.transcription, *slots]
             writer.writerow([*row, item.phrase.intent] if with_intent else row)
         paths[split] = out_dir / "data" / f"{split}_data.csv"
-        _write_text_atomically(paths[split], buffer.getvalue())
+        atomic_write_text(paths[split], buffer.getvalue())
     return paths
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
