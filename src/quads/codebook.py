@@ -303,6 +303,9 @@ def unpack_indices(packed: Tensor, bits: int, numel: int) -> Tensor:
         raise ValueError(f"{numel} indices of {bits} bits need {needed} bytes, got {flat.numel()}")
     if bits == 8:
         return flat[:numel].clone()
+    if 8 % bits == 0:  # 1, 2, 4 bits: fields never straddle a byte, so shift each byte once per field
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        return ((flat[:needed].unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)[:numel].clone()
     stream = (flat[:needed].unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1
     fields = stream.reshape(-1)[: numel * bits].reshape(numel, bits).to(torch.int32)
     weights = torch.tensor([1 << j for j in range(bits)], dtype=torch.int32)
