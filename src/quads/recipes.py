@@ -10,9 +10,9 @@
 | `quads`      | the distilled student                | alternating distil / quantize, teacher throughout       |
 
 The quantizing recipes train `quant.epochs` epochs on top of their starting student, with the same budget:
-QUADS and QAT follow the schedule, sequential spends the schedule's quantize epochs. With quant.init = scratch
-they start from random weights and follow the schedule over optim.epochs (the paper's setting); sequential
-then distils for the schedule's distil epochs first.
+QUADS and QAT follow the schedule, sequential spends all of them quantizing without the teacher. With
+quant.init = scratch they start from random weights and follow the schedule over optim.epochs (the paper's
+setting); sequential then distils for the schedule's distil epochs, then quantizes for its quantize epochs.
 
 At 16 and 32 bits nothing is clustered: every recipe trains as its fp32 counterpart and 16 bits is a float16
 cast at export.
@@ -96,13 +96,15 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
         return RecipePlan(recipe, bits, (), start_from="distill", post_training_only=bits <= 8)
     schedule = schedule_for(config)
     if recipe == "sequential":
-        quantize_epochs = sum(n for phase, n in schedule if phase == "quantize")
         weights = quantization_weights(config.distill, config.quant, with_teacher=False)
-        stages = [Stage("quantize", quantize_epochs, weights, quantize=True)]
-        if not pretrained:
-            distill_epochs = sum(n for phase, n in schedule if phase == "distill")
-            stages.insert(0, Stage("distill", distill_epochs, distill))
-        return RecipePlan(recipe, bits, tuple(stages), start_from="distill" if pretrained else None)
+        if pretrained:  # the same epochs as QUADS after the same distilled student, all spent quantizing
+            budget = sum(n for _, n in schedule)
+            return RecipePlan(recipe, bits, (Stage("quantize", budget, weights, quantize=True),),
+                              start_from="distill")
+        distill_epochs = sum(n for phase, n in schedule if phase == "distill")
+        quantize_epochs = sum(n for phase, n in schedule if phase == "quantize")
+        stages = (Stage("distill", distill_epochs, distill), Stage("quantize", quantize_epochs, weights, quantize=True))
+        return RecipePlan(recipe, bits, stages)
     with_teacher = recipe == "quads"
     stages = []
     for phase, n in schedule:
