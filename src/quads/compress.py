@@ -213,7 +213,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
     parser.add_argument("--teacher", type=Path, help="a pre-tuned teacher folder (from `quads pretune`) to reuse")
     parser.add_argument("--init", type=Path, help="the fp32 run folder to start from (distill for ptq, sequential "
-                        "and quads; fp32 for qat); trained into RUN/<recipe> when not given")
+                        "and quads; fp32 for qat); trained into RUN/distill or RUN/fp32 when not given")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
 
 
