@@ -47,8 +47,10 @@ def write_phrase_table(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_fsdd_manifest(recordings: Path, path: Path) -> int:
+def write_fsdd_manifest(recordings: Path, path: Path, limit: int = 0) -> int:
     files = sorted(recordings.glob("*.wav"))
+    if limit:
+        files = files[:: max(1, len(files) // limit)][:limit]
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["path", "label", "speaker"])
@@ -63,6 +65,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/fsdd"))
     parser.add_argument("--fsdd", type=Path, default=default_fsdd(), help="FSDD recordings folder")
     parser.add_argument("--speakers", type=int, default=48, help="synthetic speakers")
+    parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if not args.fsdd.is_dir():
@@ -76,7 +79,7 @@ def main() -> int:
     report = synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=3)
     print(report.summary())
     manifest = args.out / "fsdd.csv"
-    count = write_fsdd_manifest(args.fsdd, manifest)
+    count = write_fsdd_manifest(args.fsdd, manifest, args.fsdd_limit)
 
     config = load_config(None, [f"data.path={corpus_dir}", "teacher.head=linear", "teacher.epochs=40",
                                 *args.overrides])
