@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/fsdd"))
     parser.add_argument("--fsdd", type=Path, default=default_fsdd(), help="FSDD recordings folder")
     parser.add_argument("--speakers", type=int, default=48, help="synthetic speakers")
+    parser.add_argument("--no-augment", action="store_true", help="clean TTS (no noise, silence, gain, speed)")
     parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -76,7 +77,8 @@ def main() -> int:
     table = args.out / "digits.tsv"
     write_phrase_table(table)
     corpus_dir = args.out / "synthetic-digits"
-    report = synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=3)
+    report = synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=3,
+                               augment=not args.no_augment)
     print(report.summary())
     manifest = args.out / "fsdd.csv"
     count = write_fsdd_manifest(args.fsdd, manifest, args.fsdd_limit)
