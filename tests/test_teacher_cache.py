@@ -61,3 +61,18 @@ def test_another_teacher_does_not_read_this_teachers_entries(tmp_path):
     other.identity = "counting-teacher-v2"
     teacher_frame_embeddings(utterances, other, cache, progress=False)
     assert other.passes == 2
+
+
+def test_a_resynthesised_corpus_with_the_same_ids_is_a_different_corpus(tmp_path):
+    import os
+
+    from quads.data import Corpus, LabelMap
+    from quads.experiment import corpus_fingerprint
+
+    utterances = _utterances(tmp_path, 3)
+    corpus = Corpus("fsc", tmp_path, {"train": utterances}, LabelMap(["x"]))
+    before = corpus_fingerprint(corpus)
+    assert corpus_fingerprint(corpus) == before
+    soundfile.write(utterances[0].path, np.zeros(8000, dtype=np.float32), 16000)
+    os.utime(utterances[0].path, ns=(1, 1))
+    assert corpus_fingerprint(corpus) != before

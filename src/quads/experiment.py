@@ -64,11 +64,20 @@ def load_training_corpus(data: DataConfig, *, progress: bool = True) -> Corpus:
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
-    """Identity of a corpus's content for cache and checkpoint checks: its utterances and labels."""
+    """Identity of a corpus for reuse and checkpoint checks: its utterances, labels and audio files.
+
+    The files enter by path, size and modification time, so a corpus re-synthesised with other settings (same
+    ids and labels, other audio) is a different corpus and a pre-tuned teacher or checkpoint is not reused.
+    """
     digest = hashlib.sha256()
     for split in sorted(corpus.splits):
         for utterance in corpus.splits[split]:
-            digest.update(f"{split}\t{utterance.utt_id}\t{utterance.label}\n".encode())
+            try:
+                stat = os.stat(utterance.path)
+                audio = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                audio = "missing"
+            digest.update(f"{split}\t{utterance.utt_id}\t{utterance.label}\t{utterance.path}\t{audio}\n".encode())
     return digest.hexdigest()[:16]
 
 
