@@ -3,7 +3,8 @@
 Rows: student fp32 (CE only) and student + distillation at 32 bits; post-training k-means at 16 (a float16
 cast), 8, 4 and 2 bits; codebook QAT without a teacher, sequential and QUADS at 8, 4 and 2 bits (at 16 and 32
 bits they coincide with the fp32 students, so they are not trained twice). Each cell is a separate run
-folder; finished cells are skipped when the command is run again. The table reports mean ± std over seeds.
+folder; finished cells are skipped when the command is run again. `results.json` / `results.md` hold every
+seed's row; `results_mean_std.md` and `pareto.png` the mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import time
 from pathlib import Path
 
-from quads.atomic import atomic_write_text
+from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.config import add_config_arguments, load_config
 from quads.grid import Cell, run_grid
-from quads.report import aggregate_seeds, results_markdown, write_results
+from quads.report import aggregate_seeds, pareto_png, results_markdown, write_results
 
 GRID = (("fp32", (32,)), ("distill", (32,)), ("ptq", (16, 8, 4, 2)), ("qat", (8, 4, 2)),
         ("sequential", (8, 4, 2)), ("quads", (8, 4, 2)))
@@ -36,8 +37,10 @@ def run_ablation(out_dir: str | Path, seeds: list[int], config_path: str | Path 
     rows, _ = run_grid(config, ablation_cells(seeds, bits, recipes), out_dir, progress=progress)
     write_results(rows, out_dir, TITLE)
     aggregated = aggregate_seeds(rows)
-    table = results_markdown(aggregated, f"{TITLE}, mean ± std over seeds {', '.join(map(str, seeds))}")
+    title = f"{TITLE}, mean ± std over seeds {', '.join(map(str, seeds))}"
+    table = results_markdown(aggregated, title)
     atomic_write_text(out_dir / "results_mean_std.md", table)
+    atomic_write_bytes(out_dir / "pareto.png", pareto_png(aggregated, title))  # one point per method and width
     print()
     print(table)
     print(f"ablation finished in {(time.perf_counter() - started) / 60:.1f} min; results in {out_dir}")
