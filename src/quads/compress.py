@@ -34,7 +34,7 @@ from quads.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.pretune import PretunedTeacher, pretune_teacher, teacher_targets
+from quads.pretune import PretunedTeacher, build_stage0_teacher, pretune_teacher, teacher_targets
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
@@ -88,11 +88,9 @@ def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None =
         frontend = FrontEndConfig(n_mels=config.data.n_mels)
         prepared = Prepared(corpus, student_examples(corpus, frontend, config.data, progress=progress))
     if with_teacher and prepared.teacher is None:
-        from quads.models import build_teacher
-
         if teacher_dir is None:
             raise ConfigError("a teacher folder is needed to distil")
-        teacher = build_teacher(config.teacher.spec)
+        teacher = build_stage0_teacher(config, prepared.corpus, teacher_dir, progress=progress)
         prepared.teacher_frames = teacher_examples(prepared.corpus, teacher, config.data, progress=progress,
                                                    pooled=config.teacher.head != "attention")
         prepared.teacher = pretune_teacher(config, prepared.corpus, prepared.teacher_frames, teacher_dir,

@@ -46,6 +46,11 @@ class TeacherConfig:
     batch_size: int = 64
     weight_decay: float = 1e-2
     dropout: float = 0.1
+    # Stage 0 with the encoder unfrozen (Whisper teachers only): fine-tune encoder + a linear head with CE on the
+    # teacher's own log-mels for `unfreeze_epochs`, then treat the tuned encoder as the frozen teacher.
+    unfreeze: bool = False
+    unfreeze_epochs: int = 3
+    encoder_lr: float = 1e-5
 
 
 @dataclass

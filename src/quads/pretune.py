@@ -22,7 +22,7 @@ from quads.batches import ExampleSet
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config
 from quads.data import Corpus
 from quads.distill import ce_weights
-from quads.errors import QuadsError
+from quads.errors import ConfigError, QuadsError
 from quads.experiment import TeacherFrames, corpus_fingerprint, load_training_corpus, teacher_examples, write_json
 from quads.models.head import TeacherHead
 from quads.train import Stage, TeacherTargets, evaluate_accuracy, fit, predict_embeddings
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 HEAD_FILE = "teacher_head.safetensors"
 META_FILE = "teacher.json"
+ENCODER_DIR = "tuned_encoder"
+ENCODER_FILE = "encoder.safetensors"
 
 
 @dataclass
@@ -111,6 +113,54 @@ def load_pretuned_teacher(directory: str | Path) -> PretunedTeacher:
                            meta.get("encoder_parameters", 0))
 
 
+def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path, *, progress: bool = True):
+    """The frozen teacher encoder for this config: as given, or (teacher.unfreeze) fine-tuned first.
+
+    With `teacher.unfreeze` the encoder of a torch teacher (Whisper) is trained together with a linear head on
+    the teacher's own log-mels with cross-entropy, then frozen again: its outputs are cached like any teacher's
+    and the intent head is re-fitted on them by `pretune_teacher`. The tuned weights are saved (safetensors)
+    under `out_dir/tuned_encoder` and reused by every run with the same settings and corpus.
+    """
+    from quads.models import build_teacher
+
+    teacher = build_teacher(config.teacher.spec)
+    if not config.teacher.unfreeze:
+        return teacher
+    encoder = getattr(teacher, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        raise ConfigError(f"teacher.unfreeze: the teacher '{config.teacher.spec}' cannot be fine-tuned (it is not a "
+                          "torch model; speech_embedding is a fixed ONNX graph); use a whisper teacher or "
+                          "set teacher.unfreeze=false")
+    directory = Path(out_dir) / ENCODER_DIR
+    fingerprint = pretune_fingerprint(config, corpus)
+    meta_path = directory / META_FILE
+    if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
+        encoder.load_state_dict(load_file(str(directory / ENCODER_FILE)))
+        return type(teacher)(encoder)
+    from quads.audio import FrontEndConfig
+    from quads.experiment import student_examples
+    from quads.models import IntentClassifier
+
+    sets = student_examples(corpus, FrontEndConfig(n_mels=encoder.n_mels), config.data, progress=progress)
+    encoder.requires_grad_(True)
+    encoder.frozen = False  # train mode again (dropout) while it is fine-tuned; the new teacher re-freezes it
+    torch.manual_seed(config.seed)
+    classifier = IntentClassifier(encoder, len(corpus.label_map), head="linear")
+    epochs = config.teacher.unfreeze_epochs
+    optim = OptimConfig(epochs=epochs, batch_size=config.teacher.batch_size, lr=config.teacher.encoder_lr,
+                        head_lr=config.teacher.lr, weight_decay=config.teacher.weight_decay, warmup_epochs=0.5,
+                        spec_augment=False)
+    result = fit(classifier, sets["train"], sets["valid"], [Stage("ce", epochs, ce_weights())], optim,
+                 directory / "checkpoints", seed=config.seed, fingerprint=fingerprint, resume=True,
+                 progress=progress, description="unfreeze", distributed=False)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / ENCODER_FILE) as temp:
+        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(temp))
+    write_json(meta_path, {"fingerprint": fingerprint, "spec": config.teacher.spec,
+                           "valid_accuracy": result.best_valid_accuracy, "epochs": epochs})
+    return type(teacher)(encoder)
+
+
 @torch.no_grad()
 def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, standardize: bool = True) -> TeacherTargets:
     """The teacher's pooled embeddings and logits for every training utterance, computed once per run.
@@ -131,12 +181,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quads.models import build_teacher
-
     config = load_config(args.config, args.overrides)
     progress = not args.quiet
     corpus = load_training_corpus(config.data, progress=progress)
-    teacher = build_teacher(config.teacher.spec)
+    teacher = build_stage0_teacher(config, corpus, args.out, progress=progress)
     pooled = config.teacher.head != "attention"
     frames = teacher_examples(corpus, teacher, config.data, progress=progress, pooled=pooled)
     pretuned = pretune_teacher(config, corpus, frames, args.out, encoder_parameters=teacher.num_parameters(),
