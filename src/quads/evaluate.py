@@ -52,6 +52,7 @@ from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
 from quads.packed import ModelFileError, read_packed_header, theoretical_bytes
 from quads.runtime import load
+from quads.train import predict_logits
 
 WHISPER_SECONDS = 30  # the paper's GMACs are counted on Whisper's 30 s padded input
 LATENCY_WARMUP_RUNS = 3
@@ -188,14 +189,7 @@ def predict_features(classifier: torch.nn.Module, features: Sequence[torch.Tenso
                      batch_size: int = BATCH_SIZE, progress: bool = False) -> list[int]:
     """Predicted class index per [n_mels, T] feature tensor, in input order (batched by length)."""
     examples = ExampleSet(features, [0] * len(features), time_dim=1)
-    predictions = [0] * len(features)
-    batches = tqdm(examples.in_length_order(batch_size), total=math.ceil(len(features) / batch_size),
-                   desc="evaluate", unit="batch", disable=not progress, leave=False)
-    for batch in batches:
-        logits = classifier(batch.inputs, batch.mask).logits
-        for position, predicted in zip(batch.index.tolist(), logits.argmax(dim=-1).tolist(), strict=True):
-            predictions[position] = predicted
-    return predictions
+    return predict_logits(classifier, examples, batch_size, progress).argmax(-1).tolist()
 
 
 def score_predictions(truth: Sequence[int], predicted: Sequence[int], labels: Sequence[str]

@@ -65,9 +65,8 @@ def run_grid(config: RunConfig, cells: list[Cell], out_dir: str | Path, *, progr
     """Run every cell not yet finished in `out_dir` and return all rows (teacher first) plus the shared data."""
     out_dir = Path(out_dir)
     prepared = prepare(config, with_teacher=False, progress=progress)
-    corpus = prepared.corpus
-    prepare(config, with_teacher=True, teacher_dir=teacher_folder(config, corpus), progress=progress,
-            prepared=prepared)
+    teacher_dir = teacher_folder(config, prepared.corpus)
+    prepare(config, with_teacher=True, teacher_dir=teacher_dir, progress=progress, prepared=prepared)
     corpus_path = Path(config.data.path).expanduser() if config.data.path else default_corpus_dir(config.data)
     rows = [teacher_row(prepared)]
     features_cache = cache_root(config.data) / "features"
@@ -82,8 +81,8 @@ def run_grid(config: RunConfig, cells: list[Cell], out_dir: str | Path, *, progr
         cell_config = replace(config, seed=cell.seed)
         source = plan(cell.recipe, cell_config, cell.bits).start_from or "distill"
         init = out_dir / "runs" / Cell(source, 32, cell.seed).name
-        result = compress(cell_config, cell.recipe, cell.bits, cell_dir, teacher_dir=teacher_folder(config, corpus),
-                          init_dir=init, resume=True, progress=progress, prepared=prepared)
+        result = compress(cell_config, cell.recipe, cell.bits, cell_dir, teacher_dir=teacher_dir, init_dir=init,
+                          resume=True, progress=progress, prepared=prepared)
         model_file = out_dir / "models" / f"{cell.name}.quads"
         export_run(cell_dir, model_file)
         evaluation = evaluate_model_file(model_file, corpus_path, "test", cache_dir=features_cache,

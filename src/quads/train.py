@@ -178,42 +178,16 @@ def spec_augment(batch: Batch, generator: torch.Generator, max_time: int = 12, m
 
 
 @torch.no_grad()
-def evaluate_accuracy(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of a classifier on an example set, in eval mode."""
-    was_training = classifier.training
-    classifier.eval()
-    correct, loss_sum = 0, 0.0
-    for batch in examples.in_length_order(batch_size):
-        logits, _ = classifier_outputs(classifier(batch.inputs, batch.mask))
-        correct += int((logits.argmax(-1) == batch.labels).sum())
-        loss_sum += float(nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
-    classifier.train(was_training)
-    return correct / max(1, len(examples)), loss_sum / max(1, len(examples))
-
-
-@torch.no_grad()
-def predict_logits(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> Tensor:
-    """Logits for every example, in the set's own order."""
-    was_training = classifier.training
-    classifier.eval()
-    out = torch.empty(len(examples), 0)
-    for batch in examples.in_length_order(batch_size):
-        logits, _ = classifier_outputs(classifier(batch.inputs, batch.mask))
-        if out.shape[1] == 0:
-            out = torch.empty(len(examples), logits.shape[1])
-        out[batch.index] = logits
-    classifier.train(was_training)
-    return out
-
-
-@torch.no_grad()
-def predict_embeddings(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """(pooled embeddings, logits) for every example, in the set's own order."""
+def predict_embeddings(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64,
+                       progress: bool = False) -> tuple[Tensor, Tensor]:
+    """(pooled embeddings, logits) for every example, in the set's own order, in eval mode."""
     was_training = classifier.training
     classifier.eval()
     embeddings: Tensor | None = None
     logits_all: Tensor | None = None
-    for batch in examples.in_length_order(batch_size):
+    batches = tqdm(examples.in_length_order(batch_size), total=math.ceil(len(examples) / batch_size),
+                   desc="evaluate", unit="batch", disable=not progress, leave=False)
+    for batch in batches:
         logits, embedding = classifier_outputs(classifier(batch.inputs, batch.mask))
         if embeddings is None:
             embeddings = torch.empty(len(examples), embedding.shape[1])
@@ -223,6 +197,19 @@ def predict_embeddings(classifier: nn.Module, examples: ExampleSet, batch_size: 
     classifier.train(was_training)
     assert embeddings is not None and logits_all is not None
     return embeddings, logits_all
+
+
+def predict_logits(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64,
+                   progress: bool = False) -> Tensor:
+    """Logits for every example, in the set's own order."""
+    return predict_embeddings(classifier, examples, batch_size, progress)[1]
+
+
+def evaluate_accuracy(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a classifier on an example set, in eval mode."""
+    logits = predict_logits(classifier, examples, batch_size)
+    accuracy = float((logits.argmax(-1) == examples.labels).float().mean())
+    return accuracy, float(nn.functional.cross_entropy(logits, examples.labels))
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
