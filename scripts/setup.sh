@@ -20,15 +20,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 PIP=".venv/bin/pip"
-stamp=".venv/.quads-setup-$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp=".venv/.quads-setup-$(sha256sum pyproject.toml scripts/setup.sh scripts/teacher-weights.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     echo "[setup] installing Python packages (CPU torch pinned to 2.13.0)"
     $PIP install -q --upgrade pip >/dev/null
     # Pin the CPU build first so nothing below pulls a multi-GB CUDA build.
     $PIP install -q torch==2.13.0
     $PIP install -q -e ".[dev]"
-    # The speech_embedding teacher's ONNX files ship in this exact wheel; its own deps are not needed.
-    $PIP install -q --no-deps openwakeword==0.5.1
+    # Pretrained weights ship in these exact wheels (pinned by SHA-256); their own dependencies are not needed.
+    $PIP install -q --no-deps --require-hashes -r scripts/teacher-weights.txt
     rm -f .venv/.quads-setup-*
     touch "$stamp"
 fi

