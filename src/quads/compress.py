@@ -34,7 +34,7 @@ from quads.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.pretune import PretunedTeacher, build_stage0_teacher, pretune_teacher, teacher_targets
+from quads.pretune import PretunedTeacher, build_stage0_teacher, needs_frames, pretune_teacher, teacher_targets
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
@@ -77,7 +77,7 @@ def make_student(config: RunConfig, num_labels: int) -> torch.nn.Module:
 
     torch.manual_seed(config.seed)
     return build_student(config.student.encoder, num_labels=num_labels, n_mels=config.data.n_mels,
-                         head=config.student.head, **config.student.overrides)
+                         head=config.student.head, pooling=config.student.pooling, **config.student.overrides)
 
 
 def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None = None, progress: bool = True,
@@ -92,7 +92,7 @@ def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None =
             raise ConfigError("a teacher folder is needed to distil")
         teacher = build_stage0_teacher(config, prepared.corpus, teacher_dir, progress=progress)
         prepared.teacher_frames = teacher_examples(prepared.corpus, teacher, config.data, progress=progress,
-                                                   pooled=config.teacher.head != "attention")
+                                                   pooled=not needs_frames(config))
         prepared.teacher = pretune_teacher(config, prepared.corpus, prepared.teacher_frames, teacher_dir,
                                            encoder_parameters=teacher.num_parameters(), progress=progress)
         if prepared.teacher.labels != list(prepared.corpus.label_map.labels):
@@ -121,6 +121,7 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
     spec = quantization_spec(config, bits)
 
     classifier = make_student(config, len(labels))
+    projection_state = None
     if recipe_plan.start_from is not None:
         init = Path(init_dir) if init_dir else out_dir / recipe_plan.start_from
         if not (init / STUDENT_FILE).exists():
@@ -133,11 +134,13 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
         if initial["labels"] != labels or initial["architecture"] != classifier.config_dict():
             raise ConfigError(f"{init}: the initial student has another architecture or label set than this config")
         classifier.load_state_dict(initial["model"])
+        projection_state = initial.get("projection")
 
     targets = None
     if recipe_plan.uses_teacher:
         targets = teacher_targets(prepared.teacher, prepared.teacher_frames.sets["train"],
-                                  standardize=config.distill.standardize_teacher)
+                                  standardize=config.distill.standardize_teacher,
+                                  frames=config.distill.target == "frames")
 
     quantizer: CodebookQuantizer | None = None
     history: list[dict] = []
@@ -147,8 +150,10 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
         result = fit(classifier, prepared.student["train"], prepared.student["valid"], list(recipe_plan.stages),
                      config.optim, out_dir, seed=config.seed, teacher=targets,
                      quantizer_factory=lambda model: CodebookQuantizer(model, spec, fit=False),
-                     fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b")
+                     fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b",
+                     projection_state=projection_state)
         history, best_epoch = result.history, result.best_epoch
+        projection_state = result.projection_state
         if result.quantizer_state is not None:
             quantizer = CodebookQuantizer(classifier, spec, fit=False)
             quantizer.load_state_dict(result.quantizer_state)
@@ -186,6 +191,7 @@ def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, 
             "format": "quads-student", "model": classifier.state_dict(),
             "quantizer": quantizer.state_dict() if quantizer is not None else None,
             "architecture": classifier.config_dict(), "labels": labels, "bits": bits, "recipe": recipe,
+            "projection": projection_state,
             "frontend": asdict(FrontEndConfig(n_mels=config.data.n_mels)),
             "metrics": {"valid_accuracy": valid_accuracy, "test_accuracy": test_accuracy}})
         write_json(out_dir / SUMMARY_FILE, summary)

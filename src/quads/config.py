@@ -39,8 +39,8 @@ class DataConfig:
 class TeacherConfig:
     """The frozen pretrained teacher and stage 0 (pre-tuning its intent head)."""
 
-    spec: str = "speech_embedding"  # speech_embedding | whisper:NAME_OR_DIR | whisper-random:SIZE
-    head: str = "attention"  # linear | mlp | attention
+    spec: str = "whisper:tiny.en"  # whisper:tiny.en (packaged) | whisper:NAME_OR_DIR | speech_embedding | ...
+    head: str = "attnpool"  # linear | mlp | attention | attnpool
     epochs: int = 30
     lr: float = 3e-3
     batch_size: int = 64
@@ -57,8 +57,11 @@ class TeacherConfig:
 class StudentConfig:
     """The small encoder that is distilled and quantized."""
 
-    encoder: str = "conv-200k"  # a preset name from quads.models
+    # a preset name from quads.models: pretrained (whisper-tiny.en-2l: the teacher's first 2 layers) or from
+    # scratch (conv-200k, transformer-1m, ...), or whisper:NAME_OR_DIR (cut with overrides {encoder_layers: N})
+    encoder: str = "whisper-tiny.en-2l"
     head: str = "linear"
+    pooling: str = "attention"  # mean | attention (learned attention pooling over the encoder's frames)
     overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change, e.g. {width: 96}
 
 
@@ -69,6 +72,9 @@ class DistillConfig:
     alpha: float = 0.5
     logit_weight: float = 0.0
     temperature: float = 2.0
+    # What the L1 term compares: "pooled" (z, one vector per utterance, the paper's) or "frames" (every
+    # encoder frame, teacher frames resampled to the student's frame count): far more signal per utterance.
+    target: str = "frames"
     standardize_teacher: bool = True  # z-score teacher embeddings (train stats): alpha means the same for any teacher
 
 
@@ -77,7 +83,8 @@ class QuantConfig:
     """Codebook quantization and the QUADS multi-stage schedule."""
 
     bits: int = 4
-    per_layer: dict[str, int] = field(default_factory=dict)  # fnmatch pattern on parameter name -> bits
+    # fnmatch pattern on parameter name -> bits. Whisper's position table is a fixed sinusoid: 8 bits keep it.
+    per_layer: dict[str, int] = field(default_factory=lambda: {"*embed_positions*": 8})
     exclude: list[str] = field(default_factory=list)
     gamma: float = 0.5  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
     centroid_weight: float = 1.0
@@ -87,17 +94,17 @@ class QuantConfig:
     # CE-only for QAT) and train `epochs` more; "scratch" = from random weights over optim.epochs (the paper's
     # 20-epoch pattern from the start, which needs a student that learns within its first distillation stage).
     init: str = "pretrained"
-    epochs: int = 8
+    epochs: int = 4
 
 
 @dataclass
 class OptimConfig:
     """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
 
-    epochs: int = 20
+    epochs: int = 6
     batch_size: int = 16
-    lr: float = 2e-3
-    head_lr: float = 0.0  # 0 = same as lr
+    lr: float = 5e-4  # pretrained students: a fine-tuning rate (from-scratch students: 2e-3)
+    head_lr: float = 2e-3  # 0 = same as lr
     projection_lr: float = 0.0  # 0 = same as lr
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
@@ -261,6 +268,8 @@ def validate(config: RunConfig) -> None:
         (config.quant.init in ("pretrained", "scratch"), "quant.init must be pretrained or scratch"),
         (config.quant.epochs >= 1, "quant.epochs must be >= 1"),
         (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),
+        (config.distill.target in ("pooled", "frames"), "distill.target must be pooled or frames"),
+        (config.student.pooling in ("mean", "attention"), "student.pooling must be mean or attention"),
         (config.data.slurp_recordings in ("headset", "farfield", "both"),
          "data.slurp_recordings must be headset, farfield or both"),
     ]

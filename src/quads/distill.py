@@ -1,6 +1,7 @@
 """Distillation: the losses that let a frozen teacher keep teaching the student.
 
     L_dis = alpha * L1(z_teacher, P(z_student)) + (1 - alpha) * CE(y, head(z_student))   [+ KL at temperature T]
+            (distill.target = frames: the L1 term compares every frame, teacher frames resampled to the student's)
     L     = gamma * L_dis + (1 - gamma) * (lambda * L_centroid + CE)                       (quantization stages)
 
 Everything here is expressed as `LossWeights`, the coefficient of each term in one stage, so the training
@@ -83,6 +84,29 @@ def logit_distillation(student_logits: Tensor, teacher_logits: Tensor, temperatu
     return kl * temperature**2
 
 
+def frame_l1(projected: Tensor, target: Tensor, frame_mask: Tensor) -> Tensor:
+    """Per-example mean |target - P(frames)| over the real frames and the teacher's dimensions: [B]."""
+    weights = frame_mask.to(projected.dtype)
+    per_frame = (projected - target).abs().mean(-1) * weights
+    return per_frame.sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def align_frames(teacher_frames: list[Tensor], frame_mask: Tensor) -> Tensor:
+    """Each utterance's teacher frames [T_i, D] resampled (linear in time) to its student frame count:
+    [B, T', D], zero past each student's real frames. Same frame rates (a student cut from the teacher) copy."""
+    batch, length = frame_mask.shape
+    lengths = frame_mask.sum(1).tolist()
+    out = torch.zeros(batch, length, teacher_frames[0].shape[-1])
+    for row, (frames, count) in enumerate(zip(teacher_frames, lengths, strict=True)):
+        if count == 0:
+            continue
+        frames = frames.float()
+        if frames.shape[0] != count:
+            frames = F.interpolate(frames.T[None], size=count, mode="linear", align_corners=True)[0].T
+        out[row, :count] = frames
+    return out
+
+
 def per_example_loss(
     weights: LossWeights,
     logits: Tensor,
@@ -90,9 +114,12 @@ def per_example_loss(
     projected: Tensor | None = None,
     teacher_embedding: Tensor | None = None,
     teacher_logits: Tensor | None = None,
+    frame_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The stage's loss for each example of a batch (the loop sums these and divides by the global batch).
 
+    `projected` is P(z) [B, D] for pooled distillation, or P(frames) [B, T', D] with `frame_mask` for
+    frame-level distillation (then `teacher_embedding` holds the aligned teacher frames).
     Returns the per-example total and the per-example value of each active term for logging.
     """
     terms = {"ce": F.cross_entropy(logits, labels, reduction="none")}
@@ -100,7 +127,12 @@ def per_example_loss(
     if weights.embedding > 0:
         if projected is None or teacher_embedding is None:
             raise ValueError("embedding distillation needs the projected student and the teacher embeddings")
-        terms["l1"] = (projected - teacher_embedding).abs().mean(-1)
+        if projected.ndim == 3:
+            if frame_mask is None:
+                raise ValueError("frame-level distillation needs the student's frame mask")
+            terms["l1"] = frame_l1(projected, teacher_embedding, frame_mask)
+        else:
+            terms["l1"] = (projected - teacher_embedding).abs().mean(-1)
         total = total + weights.embedding * terms["l1"]
     if weights.logits > 0:
         if teacher_logits is None:

@@ -161,17 +161,37 @@ def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path,
     return type(teacher)(encoder)
 
 
-@torch.no_grad()
-def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, standardize: bool = True) -> TeacherTargets:
-    """The teacher's pooled embeddings and logits for every training utterance, computed once per run.
+def needs_frames(config: RunConfig) -> bool:
+    """Whether the teacher cache must keep every frame (frame heads, frame-level distillation) or only the mean."""
+    return config.teacher.head in ("attention", "attnpool") or config.distill.target == "frames"
 
-    Embeddings are z-scored per dimension (train statistics) when `standardize`, so the L1 term has the same
-    scale whatever the teacher, and the distillation weight alpha means the same thing across teachers.
+
+@torch.no_grad()
+def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, standardize: bool = True,
+                    frames: bool = False) -> TeacherTargets:
+    """The teacher's pooled embeddings and logits for every training utterance, computed once per run; with
+    `frames`, also its encoder frames (the frame-level distillation targets), stored as float16.
+
+    Embeddings (and frames) are z-scored per dimension (train statistics) when `standardize`, so the L1 term
+    has the same scale whatever the teacher, and the distillation weight alpha means the same across teachers.
     """
     embeddings, logits = predict_embeddings(teacher.head, train_frames)
     if standardize:
         embeddings = (embeddings - embeddings.mean(0)) / embeddings.std(0).clamp_min(1e-6)
-    return TeacherTargets(embeddings=embeddings, logits=logits)
+    frame_targets = None
+    if frames:
+        total = torch.zeros(train_frames.items[0].shape[-1], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for item in train_frames.items:
+            total += item.double().sum(0)
+            squares += item.double().pow(2).sum(0)
+        count = float(train_frames.lengths.sum())
+        mean = total / count
+        std = (squares / count - mean.pow(2)).clamp_min(1e-12).sqrt().clamp_min(1e-6)
+        if not standardize:
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
+        frame_targets = [((item - mean.float()) / std.float()).half() for item in train_frames.items]
+    return TeacherTargets(embeddings=embeddings, logits=logits, frames=frame_targets)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -185,8 +205,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     corpus = load_training_corpus(config.data, progress=progress)
     teacher = build_stage0_teacher(config, corpus, args.out, progress=progress)
-    pooled = config.teacher.head != "attention"
-    frames = teacher_examples(corpus, teacher, config.data, progress=progress, pooled=pooled)
+    frames = teacher_examples(corpus, teacher, config.data, progress=progress, pooled=not needs_frames(config))
     pretuned = pretune_teacher(config, corpus, frames, args.out, encoder_parameters=teacher.num_parameters(),
                                resume=args.resume, progress=progress)
     print(frames.stats)

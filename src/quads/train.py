@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -33,8 +34,10 @@ from tqdm.auto import tqdm
 from quads.atomic import atomic_write, atomic_write_text
 from quads.batches import Batch, ExampleSet, global_batches, rank_share
 from quads.config import OptimConfig
-from quads.distill import EmbeddingProjection, LossWeights, per_example_loss
+from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import QuadsError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
@@ -63,6 +66,7 @@ class TeacherTargets:
 
     embeddings: Tensor  # [N, D_teacher]
     logits: Tensor | None = None  # [N, C]
+    frames: list[Tensor] | None = None  # [T_i, D_teacher] per example: frame-level distillation targets
 
 
 @dataclass
@@ -72,6 +76,7 @@ class FitResult:
     history: list[dict[str, float]]
     model_state: dict[str, Tensor]  # the selected weights (on the codebooks for a quantized run)
     quantizer_state: dict[str, Any] | None
+    projection_state: dict[str, Tensor] | None = None  # P at the end of training (carried into the next recipe)
     steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -102,17 +107,25 @@ class Distributed:
 
 
 class StudentWithProjection(nn.Module):
-    """The trained module: the classifier plus (optionally) the projection P, so DDP sees both."""
+    """The trained module: the classifier plus (optionally) the projection P, so DDP sees both.
 
-    def __init__(self, classifier: nn.Module, projection: EmbeddingProjection | None):
+    P maps the pooled embedding z, or with `frame_level` every encoder frame, to the teacher's width."""
+
+    def __init__(self, classifier: nn.Module, projection: EmbeddingProjection | None, frame_level: bool = False):
         super().__init__()
         self.classifier = classifier
         self.projection = projection
+        self.frame_level = frame_level
 
-    def forward(self, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        logits, embedding = classifier_outputs(self.classifier(inputs, mask))
-        projected = self.projection(embedding) if self.projection is not None else None
-        return logits, embedding, projected
+    def forward(self, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(logits, P(z) or P(frames) or None, the student's frame mask when frame-level)."""
+        output = self.classifier(inputs, mask)
+        logits, embedding = classifier_outputs(output)
+        if self.projection is None:
+            return logits, None, None
+        if self.frame_level:
+            return logits, self.projection(output.frames), output.frame_mask
+        return logits, self.projection(embedding), None
 
 
 def classifier_outputs(output: Any) -> tuple[Tensor, Tensor]:
@@ -288,6 +301,7 @@ def fit(
     augment: bool | None = None,
     description: str = "train",
     distributed: bool = True,
+    projection_state: dict[str, Tensor] | None = None,
 ) -> FitResult:
     """Train `classifier` through `stages`, checkpointing every epoch into `run_dir`.
 
@@ -309,13 +323,20 @@ def fit(
                          f"{len(train_set)}: the teacher cache belongs to another corpus")
 
     projection = None
+    frame_level = teacher is not None and teacher.frames is not None
     if needs_teacher and any(stage.weights.embedding > 0 for stage in stages):
         with torch.no_grad():
             probe = train_set.collate([0])
             _, embedding = classifier_outputs(classifier.eval()(probe.inputs, probe.mask))
         classifier.train()
-        projection = EmbeddingProjection(embedding.shape[-1], teacher.embeddings.shape[-1])
-    module = StudentWithProjection(classifier, projection)
+        teacher_dim = teacher.frames[0].shape[-1] if frame_level else teacher.embeddings.shape[-1]
+        projection = EmbeddingProjection(embedding.shape[-1], teacher_dim)
+        if projection_state is not None:  # P carried over from the distilled student this run starts from
+            try:
+                projection.load_state_dict(projection_state)
+            except RuntimeError:
+                logger.warning("the carried-over projection P does not fit this teacher/student; P starts afresh")
+    module = StudentWithProjection(classifier, projection, frame_level)
     optimizer = make_optimizer(module, optim)
     trained: nn.Module = module
     if world.world_size > 1:
@@ -364,7 +385,7 @@ def fit(
                 quantizer.load_state_dict(resumed_quantizer_state)  # resuming in the middle of a quantize stage
             resumed_quantizer_state = None
         weights = stage.weights
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, ce, correct, examples
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, correct, examples, l1
         batches = global_batches(len(train_set), optim.batch_size, seed, epoch, world.world_size)
         generator = torch.Generator().manual_seed(seed * 7919 + epoch)
         bar = tqdm(batches, desc=f"{description} {epoch + 1}/{total_epochs} [{stage.name}]", leave=False,
@@ -379,11 +400,15 @@ def fit(
                 batch = spec_augment(batch, generator)
             if quantizer is not None and stage.quantize:
                 quantizer.swap_in_snapped()
-            logits, _, projected = trained(batch.inputs, batch.mask)
-            target_embedding = teacher.embeddings[batch.index] if teacher is not None else None
+            logits, projected, frame_mask = trained(batch.inputs, batch.mask)
+            target_embedding = None
+            if projected is not None and frame_level:
+                target_embedding = align_frames([teacher.frames[i] for i in batch.index.tolist()], frame_mask)
+            elif teacher is not None:
+                target_embedding = teacher.embeddings[batch.index]
             target_logits = teacher.logits[batch.index] if teacher is not None and teacher.logits is not None else None
             per_example, terms = per_example_loss(weights, logits, batch.labels, projected, target_embedding,
-                                                  target_logits)
+                                                  target_logits, frame_mask)
             # DDP averages gradients over ranks; scaling by world/global makes that the global-batch mean.
             loss = per_example.sum() * (world.world_size / len(global_batch))
             if not torch.isfinite(loss):
@@ -403,8 +428,9 @@ def fit(
             if quantizer is not None and stage.quantize:
                 quantizer.update_centroids()
             step += 1
+            l1 = float(terms["l1"].detach().sum()) if "l1" in terms else 0.0
             sums += torch.tensor([float(per_example.detach().sum()), float(terms["ce"].detach().sum()),
-                                  float((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)],
+                                  float((logits.argmax(-1) == batch.labels).sum()), len(batch.labels), l1],
                                  dtype=torch.float64)
             bar.set_postfix(loss=f"{float(per_example.detach().mean()):.3f}", lc=f"{float(centroid_loss):.2e}")
         bar.close()
@@ -422,6 +448,7 @@ def fit(
             "train_loss": float(sums[0] / sums[3]),
             "train_ce": float(sums[1] / sums[3]),
             "train_accuracy": float(sums[2] / sums[3]),
+            **({"train_l1": float(sums[4] / sums[3])} if weights.embedding > 0 else {}),
             "valid_loss": valid_loss,
             "valid_accuracy": valid_accuracy,
             "lr": optimizer.param_groups[0]["lr"],
@@ -458,5 +485,7 @@ def fit(
     tensorboard.close()
     best = state["best"]
     classifier.load_state_dict(best["model"])
+    projection_out = None if projection is None else {k: v.detach().clone() for k, v in projection.state_dict().items()}
     return FitResult(best_epoch=best["epoch"], best_valid_accuracy=best["valid_accuracy"], history=state["history"],
-                     model_state=best["model"], quantizer_state=best["quantizer"], steps=step)
+                     model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out,
+                     steps=step)

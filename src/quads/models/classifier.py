@@ -1,4 +1,4 @@
-"""The student: an encoder, masked mean pooling over time, an intent head (the paper's Φ)."""
+"""The student: an encoder, pooling over time (masked mean, the paper's, or attention), an intent head (Φ)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from quads.models.encoder import Encoder, masked_mean_pool
+from quads.models.encoder import Encoder
 from quads.models.head import build_head
+from quads.models.pooling import build_pooling, pool
 
 
 class ClassifierOutput(NamedTuple):
     logits: Tensor  # [B, C]
-    embedding: Tensor  # [B, D]: z, the masked mean of the encoder's frames (what distillation compares)
+    embedding: Tensor  # [B, D]: z, the pooled encoder frames (what utterance-level distillation compares)
+    frames: Tensor | None = None  # [B, T', D]: the encoder's frames (what frame-level distillation compares)
+    frame_mask: Tensor | None = None  # [B, T']
 
 
 class IntentClassifier(nn.Module):
@@ -25,11 +28,14 @@ class IntentClassifier(nn.Module):
         head: str = "linear",
         head_hidden_dim: int | None = None,
         head_dropout: float = 0.1,
+        pooling: str = "mean",
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.num_labels = num_labels
         self.head_kind, self.head_hidden_dim, self.head_dropout = head, head_hidden_dim, head_dropout
+        self.pooling_kind = pooling
+        self.pooling = build_pooling(pooling, encoder.embed_dim)
         self.head = build_head(head, encoder.embed_dim, num_labels, head_hidden_dim, head_dropout)
 
     @property
@@ -42,8 +48,8 @@ class IntentClassifier(nn.Module):
 
     def forward(self, features: Tensor, mask: Tensor) -> ClassifierOutput:
         frames, frame_mask = self.encoder(features, mask)
-        embedding = masked_mean_pool(frames, frame_mask)
-        return ClassifierOutput(self.head(embedding), embedding)
+        embedding = pool(self.pooling, frames, frame_mask)
+        return ClassifierOutput(self.head(embedding), embedding, frames, frame_mask)
 
     def num_parameters(self) -> int:
         """Encoder + head: what the paper's parameter column counts (a distillation projection is not part of it)."""
@@ -54,5 +60,10 @@ class IntentClassifier(nn.Module):
         return {
             "encoder": self.encoder.config_dict(),
             "num_labels": self.num_labels,
-            "head": {"kind": self.head_kind, "hidden_dim": self.head_hidden_dim, "dropout": self.head_dropout},
+            "head": {
+                "kind": self.head_kind,
+                "hidden_dim": self.head_hidden_dim,
+                "dropout": self.head_dropout,
+                **({"pooling": self.pooling_kind} if self.pooling_kind != "mean" else {}),
+            },
         }

@@ -7,6 +7,9 @@ distillation target) is always the masked mean of the frames *as given to its po
 - "linear" and "mlp": z = mean of the teacher's own frame embeddings (the head adds nothing before pooling);
 - "attention": z = mean of the frames after one positional self-attention block (sinusoidal positions, pre-LN,
   residual), so z can carry word order, e.g. "turn on the lights" vs "lights on, turn...". z keeps the width D.
+- "attnpool": z = attention pooling of the teacher's own frames (`quads.models.pooling.AttentionPool`): it finds
+  the word a command hangs on at O(T·D) cost, for contextual teachers such as Whisper whose frames already
+  carry word order (the "attention" block is ~100x more compute per frame at Whisper's width).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from torch import Tensor, nn
 
 from quads.errors import ConfigError
 from quads.models.encoder import masked_mean_pool
+from quads.models.pooling import AttentionPool
 from quads.models.transformer import TransformerBlock, attention_bias, sinusoidal_positions
 
 STUDENT_HEAD_KINDS = ("linear", "mlp")
-TEACHER_HEAD_KINDS = ("linear", "mlp", "attention")
+TEACHER_HEAD_KINDS = ("linear", "mlp", "attention", "attnpool")
 
 
 def build_head(
@@ -71,7 +75,14 @@ class TeacherHead(nn.Module):
         self.kind, self.embed_dim, self.num_labels = kind, embed_dim, num_labels
         self.hidden_dim, self.dropout = hidden_dim, dropout
         self.context: TransformerBlock | None = None
-        if kind == "attention":
+        self.pool: AttentionPool | None = None
+        if kind == "attnpool":
+            self.n_heads = n_heads or (4 if embed_dim % 4 == 0 else 1)
+            self.pool = AttentionPool(embed_dim, self.n_heads)
+            self.classifier = nn.Sequential(
+                nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_labels)
+            )
+        elif kind == "attention":
             heads = n_heads or (4 if embed_dim % 4 == 0 else 1)
             if embed_dim % heads or embed_dim % 2:
                 raise ConfigError(
@@ -96,7 +107,7 @@ class TeacherHead(nn.Module):
             x = self.input_norm(frames)
             x = x + sinusoidal_positions(x.shape[1], self.embed_dim, x.device).to(x.dtype)
             frames = self.context(x, attention_bias(frame_mask, x.dtype))
-        embedding = masked_mean_pool(frames, frame_mask)
+        embedding = self.pool(frames, frame_mask) if self.pool is not None else masked_mean_pool(frames, frame_mask)
         return HeadOutput(self.classifier(embedding), embedding)
 
     def config_dict(self) -> dict:

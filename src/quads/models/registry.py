@@ -24,6 +24,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Students cut from a pretrained Whisper encoder (`whisper_student`): the checkpoint and the cut. 500 positions
+# = 10 s of audio, plenty for commands, and 1,000 fewer rows to store than Whisper's 30 s table.
+PRETRAINED_STUDENTS: dict[str, tuple[str, dict[str, int]]] = {
+    f"whisper-tiny.en-{layers}l": ("tiny.en", {"encoder_layers": layers, "max_source_positions": 500})
+    for layers in (1, 2, 4)
+}
+
+
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The config dict of a named preset (e.g. "conv-200k"), with optional overrides such as n_mels=128."""
     if name not in PRESETS:
@@ -70,15 +78,18 @@ def build_classifier(config: dict[str, Any]) -> IntentClassifier:
         if key not in config:
             raise ConfigError(f"classifier config: missing key {key!r}")
     head = dict(config.get("head") or {"kind": "linear"})
-    unknown = sorted(set(head) - {"kind", "hidden_dim", "dropout"})
+    unknown = sorted(set(head) - {"kind", "hidden_dim", "dropout", "pooling"})
     if unknown:
-        raise ConfigError(f"classifier head config: unknown key {unknown[0]!r}; expected kind, hidden_dim, dropout")
+        raise ConfigError(
+            f"classifier head config: unknown key {unknown[0]!r}; expected kind, hidden_dim, dropout, pooling"
+        )
     return IntentClassifier(
         build_encoder(config["encoder"]),
         config["num_labels"],
         head=head.get("kind", "linear"),
         head_hidden_dim=head.get("hidden_dim"),
         head_dropout=head.get("dropout", 0.1),
+        pooling=head.get("pooling", "mean"),
     )
 
 
@@ -87,15 +98,28 @@ def build_student(
     num_labels: int,
     n_mels: int | None = None,
     head: str = "linear",
+    pooling: str = "mean",
     **overrides: Any,
 ) -> IntentClassifier:
     """A fresh student classifier from a preset name (or encoder config dict), with field overrides such as
-    n_mels=128 or d_model=96 (unknown fields raise a ConfigError naming the closest one)."""
+    n_mels=128 or d_model=96 (unknown fields raise a ConfigError naming the closest one).
+
+    `whisper:NAME_OR_DIR` starts the student from a pretrained Whisper encoder (`whisper_student`: its first
+    `encoder_layers` layers, `max_source_positions` positions), and so do the `PRETRAINED_STUDENTS` names
+    (e.g. "whisper-tiny.en-2l"); their mel bins are the checkpoint's."""
+    if isinstance(encoder, str) and (encoder.startswith("whisper:") or encoder in PRETRAINED_STUDENTS):
+        from quads.models.whisper import whisper_student
+
+        checkpoint, cut = PRETRAINED_STUDENTS.get(encoder, (encoder.partition(":")[2], {}))
+        module = whisper_student(checkpoint, **{**cut, **overrides})
+        if n_mels is not None and n_mels != module.n_mels:
+            raise ConfigError(f"student {encoder} hears {module.n_mels} mel bins; set data.n_mels to {module.n_mels}")
+        return IntentClassifier(module, num_labels, head=head, pooling=pooling)
     config = preset_config(encoder) if isinstance(encoder, str) else dict(encoder)
     if n_mels is not None:
         config["n_mels"] = n_mels
     config.update(overrides)
-    return IntentClassifier(build_encoder(config), num_labels, head=head)
+    return IntentClassifier(build_encoder(config), num_labels, head=head, pooling=pooling)
 
 
 def _dataclass_from(cls: type, fields: dict[str, Any], what: str) -> Any:
