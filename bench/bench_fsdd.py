@@ -26,6 +26,7 @@ from quads.evaluate import evaluate_model_file, score_predictions
 from quads.experiment import cache_root
 from quads.grid import Cell, run_grid
 from quads.models import build_teacher
+from quads.pretune import needs_frames
 from quads.synth import synthesize_corpus
 from quads.teacher_cache import TeacherCache, teacher_frame_embeddings
 from quads.train import predict_logits
@@ -67,6 +68,7 @@ def main() -> int:
     parser.add_argument("--speakers", type=int, default=48, help="synthetic speakers")
     parser.add_argument("--no-augment", action="store_true", help="clean TTS (no noise, silence, gain, speed)")
     parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
+    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if not args.fsdd.is_dir():
@@ -83,14 +85,14 @@ def main() -> int:
     manifest = args.out / "fsdd.csv"
     count = write_fsdd_manifest(args.fsdd, manifest, args.fsdd_limit)
 
-    config = load_config(None, [f"data.path={corpus_dir}", "teacher.head=linear", "teacher.epochs=40",
-                                *args.overrides])
+    config = load_config(args.config, [f"data.path={corpus_dir}", *args.overrides])
     cells = [Cell("distill", 32, config.seed), Cell("quads", 4, config.seed), Cell("quads", 2, config.seed)]
     rows, prepared = run_grid(config, cells, args.out / "grid")
 
     teacher = build_teacher(config.teacher.spec)
     fsdd = load_manifest(manifest, prepared.corpus.label_map).splits["test"]
-    frames = teacher_frame_embeddings(fsdd, teacher, TeacherCache(cache_root(config.data) / "teacher"), pooled=True)
+    frames = teacher_frame_embeddings(fsdd, teacher, TeacherCache(cache_root(config.data) / "teacher"),
+                                      pooled=not needs_frames(config))
     labels = [prepared.corpus.label_map.encode(u.label) for u in fsdd]
     predicted = predict_logits(prepared.teacher.head, ExampleSet(frames, labels, time_dim=0)).argmax(-1).tolist()
     teacher_accuracy, teacher_f1, *_ = score_predictions(labels, predicted, prepared.teacher.labels)

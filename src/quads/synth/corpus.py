@@ -96,11 +96,14 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
                       speakers: int | None = None, seed: int = 0, jobs: int | None = None,
                       augment: bool | AugmentConfig = True,
                       utterances_per_intent: int = DEFAULT_UTTERANCES_PER_INTENT,
+                      held_out_phrasings: bool = True,
                       force: bool = False, progress: bool = True) -> SynthReport:
     """Speak a phrase table (default: the built-in commands) with synthetic speakers into an FSC-layout corpus.
 
     Every speaker says every intent `utterances_per_intent` times, in different phrasings where the table has
-    them; speakers are split 70/15/15 into speaker-disjoint train/valid/test.
+    them; speakers are split 70/15/15 into speaker-disjoint train/valid/test. With `held_out_phrasings`, intents
+    with at least 4 phrasings keep 2 for test and 1 for valid only (see `split_phrasings`), so test measures
+    wordings as well as voices that training never heard.
     """
     if phrase_table is None:
         table = builtin_phrase_table()
@@ -112,9 +115,9 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
         raise ConfigError(f"utterances_per_intent: must be at least 1, got {utterances_per_intent}")
     speaker_count = DEFAULT_SPEAKERS if speakers is None else speakers
     by_split = split_speakers(make_speakers(speaker_count, seed), seed)
-    plan = plan_phrase_corpus(table, by_split, seed, utterances_per_intent)
+    plan = plan_phrase_corpus(table, by_split, seed, utterances_per_intent, held_out_phrasings)
     settings = {"source": "phrase table", "table": table.fingerprint(), "seed": seed, "speakers": speaker_count,
-                "utterances_per_intent": utterances_per_intent}
+                "utterances_per_intent": utterances_per_intent, "held_out_phrasings": held_out_phrasings}
     return _write_corpus(Path(out_dir), table, plan, by_split, settings, seed=seed, jobs=jobs,
                          augment_config=_augment_config(augment), force=force, progress=progress)
 
@@ -144,13 +147,28 @@ def synthesize_slurp_corpus(out_dir: str | Path, slurp_dir: str | Path, *, speak
                          augment_config=_augment_config(augment), force=force, progress=progress)
 
 
+TEST_ONLY_PHRASINGS = 2
+VALID_ONLY_PHRASINGS = 1
+
+
+def split_phrasings(phrases: list[Phrase], held_out: bool) -> dict[str, list[Phrase]]:
+    """The phrasings each split may say. Held out (an intent with >= 4 phrasings): the first 2 for test only,
+    the next for valid (with the train ones), the rest for train; otherwise every split says all of them."""
+    if not held_out or len(phrases) < TEST_ONLY_PHRASINGS + VALID_ONLY_PHRASINGS + 1:
+        return {split: phrases for split in SPLITS}
+    test, rest = phrases[:TEST_ONLY_PHRASINGS], phrases[TEST_ONLY_PHRASINGS:]
+    return {"train": rest[VALID_ONLY_PHRASINGS:], "valid": rest, "test": test}
+
+
 def plan_phrase_corpus(table: PhraseTable, speakers: dict[str, list[Speaker]], seed: int,
-                       utterances_per_intent: int) -> list[PlannedUtterance]:
+                       utterances_per_intent: int, held_out_phrasings: bool = False) -> list[PlannedUtterance]:
     """Each speaker says each intent k times; phrasings rotate across a split's speakers so all get spoken."""
     rng = random.Random(f"quads-phrasings-{seed}")
-    orders = {intent: rng.sample(phrases, len(phrases)) for intent, phrases in table.by_intent().items()}
+    shuffled = {intent: rng.sample(phrases, len(phrases)) for intent, phrases in table.by_intent().items()}
+    per_split = {intent: split_phrasings(phrases, held_out_phrasings) for intent, phrases in shuffled.items()}
     plan = []
     for split in SPLITS:
+        orders = {intent: phrasings[split] for intent, phrasings in per_split.items()}
         offset = rng.randrange(1 << 16)
         for position, speaker in enumerate(speakers[split]):
             said = [order[(offset + position * utterances_per_intent + repeat) % len(order)]

@@ -1,7 +1,9 @@
 """Synthetic speakers: one TTS engine + voice + variant + rate + pitch setting is one "speaker".
 
 Speakers are drawn deterministically from a seed and divided into speaker-disjoint train/valid/test splits,
-like FSC's, with both engines in every split so no split is "the flite split".
+like FSC's, with both engines in every split so no split is "the flite split". Whole voice families
+(`TEST_ONLY_VOICES`) are heard only in test, so the test split measures voices no model was trained on, not
+only new settings of familiar voices.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ FLITE_VOICES = {"slt": 175.0, "awb": 130.0, "rms": 100.0, "kal16": 100.0}
 FLITE_DURATION_STRETCH = (0.85, 1.25)   # >1 speaks slower
 FLITE_PITCH_FACTOR = (0.85, 1.20)
 FLITE_SHARE = 0.3                   # flite has 4 voices to espeak-ng's 8 x 57 combinations
+# Voice families that only test speakers use (when there are enough speakers: see `split_speakers`).
+TEST_ONLY_VOICES = ("kal16", "en-gb-scotland")
+MIN_SPEAKERS_FOR_HELD_OUT_VOICES = 12
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,16 @@ def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker
     if len(speakers) < len(SPLITS):
         raise ConfigError(f"speakers: need at least {len(SPLITS)} (one per split), got {len(speakers)}")
     rng = random.Random(f"quads-splits-{seed}")
+    total = len(speakers)
+    splits: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
+    if total >= MIN_SPEAKERS_FOR_HELD_OUT_VOICES:
+        splits["test"] = [s for s in speakers if s.voice in TEST_ONLY_VOICES]
+        speakers = [s for s in speakers if s.voice not in TEST_ONLY_VOICES]
     by_engine = {engine: [s for s in speakers if s.engine == engine] for engine in (ESPEAK, FLITE)}
     for group in by_engine.values():
         rng.shuffle(group)
-    total = len(speakers)
     held_out = {split: max(1, round(total * SPLIT_FRACTIONS[split])) for split in ("valid", "test")}
-    splits: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
+    held_out["test"] = max(0, held_out["test"] - len(splits["test"]))
     for split, size in held_out.items():
         flite_wanted = round(size * len(by_engine[FLITE]) / total)
         if size >= 2 and len(by_engine[FLITE]) >= len(SPLITS) and len(by_engine[ESPEAK]) >= len(SPLITS):
