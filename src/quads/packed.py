@@ -432,6 +432,8 @@ def read_packed(path: str | Path) -> PackedContents:
         raise ModelFileError(f"{path}: the model file was modified or corrupted after it was written "
                              "(SHA-256 mismatch)")
     document["sha256"] = expected
+    # decoded and authentic; checks of the metadata's fields and of the tensors' values slot in here, before
+    # anything is built from them
     return PackedContents(document, quantized, float_state)
 
 
