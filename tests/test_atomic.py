@@ -1,4 +1,6 @@
 import errno
+import os
+import stat
 
 import pytest
 
@@ -25,3 +27,15 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
         atomic_write(target, disk_full)
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_the_umask_allows_not_the_temporary_files(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "model.onnx", "x")
+        atomic_write_text(tmp_path / "cache.bin", "y", durable=False)
+    finally:
+        os.umask(previous)
+    for name in ("model.onnx", "cache.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name

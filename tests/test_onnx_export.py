@@ -1,16 +1,24 @@
 """ONNX export of a student: onnxruntime agrees with PyTorch at lengths other than the traced one, with padded
-rows, for conv and transformer students; the file is written atomically; mismatches are ConfigErrors."""
+rows, for conv and transformer students; the file is written atomically; mismatches are ConfigErrors. With the
+quantized tensors, the file holds their codebook form and still equals the packed model."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
+from quads import onnx_codebook
 from quads.errors import ConfigError
 from quads.models import IntentClassifier, build_student
 from quads.onnx_export import export_onnx, onnx_session, verify_onnx
+from quads.packed import read_packed, save_packed
+from quads.quantize import QuantizationSpec, post_training_quantize
+from quads.runtime import PackedModel, load
 
 STUDENTS = {
     "conv": dict(encoder="conv-50k", n_mels=80, head="mlp"),
@@ -66,3 +74,61 @@ def test_missing_or_corrupt_onnx_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="not a loadable ONNX model"):
         onnx_session(tmp_path / "bad.onnx")
+
+
+# ------------------------------------------------------------------------------------------------ codebook form
+
+
+def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None = None) -> PackedModel:
+    """A student quantized after training (random init here), saved and loaded as a packed file."""
+    classifier = student(name).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tensors too small for their codebook stay float
+        quantized = post_training_quantize(classifier, QuantizationSpec(bits=bits, per_layer=per_layer or {})).export()
+    float_state = {key: t for key, t in classifier.state_dict().items() if key not in quantized}
+    metadata = {"architecture": classifier.config_dict(), "frontend": {"n_mels": 80}, "labels": list("abcdefg")}
+    save_packed(tmp_path / f"{name}{bits}.quads", float_state, quantized, metadata)
+    return load(tmp_path / f"{name}{bits}.quads")
+
+
+@pytest.mark.parametrize("name", list(STUDENTS))
+@pytest.mark.parametrize("bits", [2, 4])
+def test_codebook_onnx_equals_the_packed_model_and_holds_no_float_copy_of_its_weights(tmp_path, name, bits):
+    per_layer = {"head.weight": 16} if name == "transformer" else {"head.3.weight": 3}  # other widths too
+    model = packed_student(tmp_path, name, bits, per_layer)
+    quantized = read_packed(tmp_path / f"{name}{bits}.quads").quantized
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every quantized tensor keeps its codebook form
+        path = export_onnx(model.classifier, tmp_path / "codebook.onnx", n_mels=80, quantized=quantized)
+    float_path = export_onnx(model.classifier, tmp_path / "float.onnx", n_mels=80)
+    for frames in (1, 48, 333):
+        assert verify_onnx(model.classifier, path, *padded(frames)) <= 1e-5
+    assert verify_onnx(model.classifier, path) <= 1e-5
+
+    graph = onnx.load(str(path)).graph
+    floats = {numpy_helper.to_array(t).tobytes() for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    for key, tensor in quantized.items():
+        weight = tensor.dequantize().numpy()
+        assert weight.tobytes() not in floats and weight.T.copy().tobytes() not in floats, key
+    assert path.stat().st_size < 0.5 * float_path.stat().st_size
+
+
+def test_a_weight_onnxruntime_cannot_rebuild_stays_float_with_a_warning_naming_it(tmp_path, monkeypatch):
+    model = packed_student(tmp_path, "conv", 2)
+    quantized = read_packed(tmp_path / "conv2.quads").quantized
+    unpack = onnx_codebook._Builder._unpack
+
+    def broken_for_the_head(self, prefix, packed, bits, numel):
+        output = unpack(self, prefix, packed, bits, numel)
+        if prefix.startswith("head.0.weight"):
+            return self.node("BitShift", [output, output], direction="SIDEWAYS")  # no such kernel
+        return output
+
+    monkeypatch.setattr(onnx_codebook._Builder, "_unpack", broken_for_the_head)
+    with pytest.warns(UserWarning, match=r"head\.0\.weight \(2-bit\) is kept as float32") as caught:
+        path = export_onnx(model.classifier, tmp_path / "m.onnx", n_mels=80, quantized=quantized)
+    assert len(caught) == 1
+    assert verify_onnx(model.classifier, path) <= 1e-5
+    names = {t.name for t in onnx.load(str(path)).graph.initializer}
+    assert {"encoder.blocks.0.pointwise.weight.T.indices", "head.3.weight.indices"} <= names
+    assert not any(name.startswith("head.0.weight.") for name in names)

@@ -3,6 +3,7 @@ anything that is not an intact file we wrote."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import struct
@@ -15,18 +16,21 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from quads.codebook import QuantizedTensor
+import quads
+from quads.codebook import QuantizedTensor, pack_indices
 from quads.errors import ConfigError
 from quads.packed import (
     FORMAT_VERSION,
     ModelFileError,
+    TensorEntry,
     load_packed,
     read_packed_header,
     read_packed_metadata,
     save_packed,
+    tensor_entries,
     theoretical_bytes,
 )
-from quads.quantize import CodebookQuantizer, QuantizationSpec
+from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 
 METADATA = {"architecture": {"kind": "mlp", "width": 64}, "frontend": {"n_mels": 80}, "labels": ["on", "off"]}
 
@@ -116,28 +120,29 @@ def test_float32_codebooks_keep_unrounded_centroids_exactly(tmp_path):
     for name, tensor in model.state_dict().items():
         assert torch.equal(state[name], tensor), name
     with safe_open(str(info.path), framework="pt") as handle:
-        assert handle.get_tensor("0.weight.qcb").dtype == torch.float32
+        assert handle.get_tensor("codebooks").dtype == torch.float32
 
 
-def test_the_file_stores_bit_packed_indices_and_float16_codebooks(packed_file):
+def test_any_safetensors_reader_lists_four_blobs_of_bit_packed_indices_codebooks_and_floats(packed_file):
     with safe_open(str(packed_file), framework="pt") as handle:
-        keys = set(handle.keys())
-        assert handle.get_tensor("layers.b3.weight.qidx").dtype == torch.uint8
-        assert handle.get_tensor("layers.b3.weight.qidx").numel() == 64 * 64 * 3 // 8
-        assert handle.get_tensor("layers.b3.weight.qcb").dtype == torch.float16
-        assert handle.get_tensor("layers.b3.weight.qcb").numel() == 8
-        assert handle.get_tensor("layers.b16.weight").dtype == torch.float16
-        assert handle.get_tensor("layers.b32.weight").dtype == torch.float32
-        assert handle.get_tensor("norm.weight").dtype == torch.float32
-    assert "layers.b3.weight" not in keys
+        blobs = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    assert set(blobs) == {"indices", "codebooks", "float16", "float32"}
+    assert blobs["indices"].dtype == torch.uint8
+    assert blobs["indices"].numel() == sum(64 * 64 * bits // 8 for bits in (1, 2, 3, 4, 8))
+    assert blobs["codebooks"].dtype == torch.float16
+    assert blobs["codebooks"].numel() == sum(2**bits for bits in (1, 2, 3, 4, 8))
+    assert blobs["float16"].numel() == 64 * 64
+    assert blobs["float32"].numel() == 64 * 64 + 7 * 64 + 2 * 64  # the 32-bit layer, the biases, the norm
 
 
-def test_metadata_can_be_read_from_the_header_alone(packed_file):
+def test_metadata_and_the_tensor_table_can_be_read_from_the_header_alone(packed_file):
     assert read_packed_metadata(packed_file) == METADATA
     header = read_packed_header(packed_file)
-    assert header["format"] == "quads-packed" and header["format_version"] == FORMAT_VERSION
-    assert header["tensors"]["layers.b3.weight"] == {"bits": 3, "shape": [64, 64], "dtype": "float32", "numel": 4096}
-    assert header["tensors"]["layers.b3.bias"]["bits"] == 32
+    assert header["format"] == "quads-packed" and header["format_version"] == FORMAT_VERSION == 2
+    entries = {entry.name: entry for entry in tensor_entries(header)}
+    assert entries["layers.b3.weight"] == TensorEntry("layers.b3.weight", 3, (64, 64), "float16")
+    assert entries["layers.b16.weight"].dtype == "float16"
+    assert entries["layers.b3.bias"] == TensorEntry("layers.b3.bias", 32, (64,), "float32")
     assert len(header["sha256"]) == 64
 
 
@@ -275,20 +280,26 @@ def test_tampered_metadata_is_detected(packed_file):
 
 
 def test_a_replaced_codebook_is_detected(packed_file):
-    rewrite(packed_file, mutate_tensors=lambda t: t["layers.b2.weight.qcb"].mul_(2))
+    rewrite(packed_file, mutate_tensors=lambda t: t["codebooks"][2:6].mul_(2))
     with pytest.raises(ModelFileError, match="modified or corrupted"):
         load_packed(packed_file)
 
 
-def test_a_missing_tensor_is_named(packed_file):
-    rewrite(packed_file, mutate_tensors=lambda t: t.pop("layers.b4.weight.qidx"))
-    with pytest.raises(ModelFileError, match=r"'layers\.b4\.weight\.qidx' is missing"):
+def test_a_missing_blob_is_named(packed_file):
+    rewrite(packed_file, mutate_tensors=lambda t: t.pop("indices"))
+    with pytest.raises(ModelFileError, match=r"blob 'indices' is missing"):
+        load_packed(packed_file)
+
+
+def test_a_blob_that_does_not_match_the_tensor_table_is_named(packed_file):
+    rewrite(packed_file, mutate_tensors=lambda t: t.update(float32=t["float32"][:-1].clone()))
+    with pytest.raises(ModelFileError, match=r"blob 'float32' holds .* needs"):
         load_packed(packed_file)
 
 
 def test_a_file_from_a_newer_quads_asks_for_an_upgrade(packed_file):
     rewrite(packed_file, mutate_document=lambda doc: doc.update(format_version=FORMAT_VERSION + 1))
-    message = f"written by a newer quads \\(format {FORMAT_VERSION + 1}.*upgrade"
+    message = f"written by a newer quads \\(format {FORMAT_VERSION + 1}.*reads formats 1, 2: upgrade"
     with pytest.raises(ModelFileError, match=message):
         load_packed(packed_file)
     with pytest.raises(ModelFileError, match=message):
@@ -299,3 +310,91 @@ def test_a_file_of_another_format_is_refused(packed_file):
     rewrite(packed_file, mutate_document=lambda doc: doc.update(format="something-else"))
     with pytest.raises(ModelFileError, match="format 'something-else'"):
         load_packed(packed_file)
+
+
+# ------------------------------------------------------------------------------------------------ version 1 files
+
+
+def save_version1(path: Path, float_state: dict, quantized: dict, metadata: dict) -> None:
+    """The version-1 writer (quads before format 2), kept minimal: one entry per stored piece, a dict per tensor."""
+    tensors, info = {}, {}
+    for name, qt in quantized.items():
+        info[name] = {"bits": qt.bits, "shape": list(qt.shape), "dtype": "float32", "numel": qt.numel}
+        if qt.bits == 16:
+            tensors[name] = qt.values.to(torch.float16).reshape(qt.shape).contiguous()
+        else:
+            tensors[name + ".qidx"] = pack_indices(qt.indices, qt.bits)
+            tensors[name + ".qcb"] = qt.centroids.to(torch.float16).reshape(-1).contiguous()
+    for name, tensor in float_state.items():
+        stored = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+        info[name] = {"bits": 32, "shape": list(stored.shape), "dtype": str(stored.dtype)[6:], "numel": stored.numel()}
+        tensors[name] = stored
+    document = {"format": "quads-packed", "format_version": 1, "quads_version": "0.1.0", "codebook_dtype": "float16",
+                "tensors": info, "metadata": metadata}
+    hasher = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        hasher.update(f"\0{key}\0{str(tensor.dtype)[6:]}\0{list(tensor.shape)}\0".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    document["sha256"] = hasher.hexdigest()
+    path.write_bytes(safetensors.torch.save(tensors, metadata={"quads": json.dumps(document)}))
+
+
+def test_a_version_1_file_still_loads_to_the_same_weights_as_version_2(tmp_path):
+    torch.manual_seed(0)
+    model = MixedWidths()
+    spec = QuantizationSpec(bits=4, per_layer={f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16, 32)})
+    quantized = finished_quantizer(model, spec).export()
+    float_state = {name: t for name, t in model.state_dict().items() if name not in quantized}
+    save_version1(tmp_path / "v1.quads", float_state, quantized, METADATA)
+    save_packed(tmp_path / "v2.quads", float_state, quantized, METADATA)
+
+    assert read_packed_header(tmp_path / "v1.quads")["format_version"] == 1
+    assert tensor_entries(read_packed_header(tmp_path / "v1.quads")) == tensor_entries(
+        read_packed_header(tmp_path / "v2.quads"))
+    old, old_metadata = load_packed(tmp_path / "v1.quads")
+    new, _ = load_packed(tmp_path / "v2.quads")
+    assert old_metadata == METADATA and set(old) == set(new) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(old[name], tensor) and torch.equal(new[name], tensor), name
+
+
+def test_a_version_1_student_predicts_what_it_predicted(tmp_path):
+    from quads.models import build_student
+    from quads.runtime import load
+
+    torch.manual_seed(0)
+    classifier = build_student(num_labels=5, encoder="conv-50k", n_mels=80, head="mlp").eval()
+    quantized = post_training_quantize(classifier, QuantizationSpec(bits=2)).export()
+    float_state = {name: t for name, t in classifier.state_dict().items() if name not in quantized}
+    metadata = {"architecture": classifier.config_dict(), "frontend": {"n_mels": 80}, "labels": list("abcde")}
+    save_version1(tmp_path / "v1.quads", float_state, quantized, metadata)
+    save_packed(tmp_path / "v2.quads", float_state, quantized, metadata)
+
+    features, mask = torch.randn(3, 80, 120), torch.ones(3, 120, dtype=torch.bool)
+    mask[1, 70:] = False
+    with torch.no_grad():
+        expected = classifier(features, mask).logits
+        for name in ("v1.quads", "v2.quads"):
+            assert torch.equal(load(tmp_path / name)(features, mask).logits, expected), name
+
+
+# ------------------------------------------------------------------------------------------------ the demo student
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_a_conv_200k_student_file_is_within_5_percent_and_2_kib_of_its_payload(tmp_path, bits):
+    from quads.models import build_student
+
+    rows = (Path(quads.__file__).parent / "resources" / "command_phrases.tsv").read_text().splitlines()[1:]
+    labels = sorted({"_".join(row.split("\t")[1:4]) for row in rows})  # the built-in corpus's 31 intents
+    torch.manual_seed(0)
+    classifier = build_student(num_labels=len(labels), encoder="conv-200k", n_mels=80, head="mlp")
+    quantized = post_training_quantize(classifier, QuantizationSpec(bits=bits)).export()
+    float_state = {name: t for name, t in classifier.state_dict().items() if name not in quantized}
+    metadata = {"architecture": classifier.config_dict(), "frontend": {"n_mels": 80, "sample_rate": 16000,
+                "n_fft": 400, "hop_length": 160}, "labels": labels, "recipe": "quads", "bits": bits,
+                "metrics": {"valid_accuracy": 0.9817, "test_accuracy": 0.9734}}
+    info = save_packed(tmp_path / "student.quads", float_state, quantized, metadata)
+    assert info.file_bytes - info.header_bytes == info.theoretical_bytes
+    assert info.file_bytes <= 1.05 * info.theoretical_bytes + 2048, (info.file_bytes, info.theoretical_bytes)

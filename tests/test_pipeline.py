@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import stat
+import warnings
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from quads.cli import main
 from quads.compress import compress, load_student
 from quads.config import load_config
-from quads.export import export_run
+from quads.export import export_run, export_run_onnx
 from quads.runtime import load
 
 pytestmark = [
@@ -75,10 +77,33 @@ def test_sequential_and_ptq_start_from_the_distilled_student(workspace):
     assert sequential.summary["stages"] == [["quantize", 3]]
 
 
+@pytest.mark.parametrize(("run", "bits"), [("quads2", 2), ("ptq4", 4)])
+def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(workspace, tmp_path, run, bits):
+    from quads.audio import load_audio, pad_batch
+    from quads.onnx_export import verify_onnx
+
+    root, _ = workspace
+    export_run(root / run, tmp_path / "m.quads")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every quantized tensor keeps its codebook form
+        assert export_run_onnx(tmp_path / "m.quads", tmp_path / "m.onnx") <= 1e-5
+    assert export_run_onnx(tmp_path / "m.quads", tmp_path / "float.onnx", codebooks=False) <= 1e-5
+    model = load(tmp_path / "m.quads")
+    assert model.metadata["bits"] == bits
+    wavs = sorted((root / "corpus" / "wavs" / "speakers").rglob("*.wav"))[:6]
+    features, mask = model.frontend(*pad_batch([load_audio(wav) for wav in wavs]))
+    for path in (tmp_path / "m.onnx", tmp_path / "float.onnx"):
+        assert verify_onnx(model.classifier, path, features, mask) <= 1e-5
+        assert verify_onnx(model.classifier, path, features[:1, :, :37], mask[:1, :37]) <= 1e-5
+    assert (tmp_path / "m.onnx").stat().st_size < 0.5 * (tmp_path / "float.onnx").stat().st_size
+
+
 def test_cli_export_predict_and_eval(workspace, capsys, tmp_path):
     root, _ = workspace
     assert main(["export", str(root / "quads2"), "--out", str(tmp_path / "m.quads"), "--onnx",
-                 str(tmp_path / "m.onnx")]) == 0
+                 str(tmp_path / "m.onnx"), "--onnx-float", str(tmp_path / "float.onnx")]) == 0
+    assert stat.S_IMODE((tmp_path / "m.onnx").stat().st_mode) == stat.S_IMODE((tmp_path / "m.quads").stat().st_mode)
+    assert (tmp_path / "m.onnx").stat().st_size < (tmp_path / "float.onnx").stat().st_size
     wav = next((root / "corpus" / "wavs" / "speakers").rglob("*.wav"))
     assert main(["predict", str(tmp_path / "m.quads"), str(wav)]) == 0
     out = capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 Write to a temporary file in the target's folder, flush it to disk, then `os.replace` it over the target.
 If writing fails (disk full, killed process) the previous file survives and the temporary one is removed.
+The file gets the mode a plain `open(target, "w")` would give it (0666 less the umask, typically 0644), not
+the 0600 of the temporary file, so another user or a web server can read an exported model.
 """
 
 from __future__ import annotations
@@ -12,6 +14,20 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+
+def _umask() -> int:
+    """The process umask. Linux exposes it read-only in /proc; elsewhere set-and-restore is the only way (it is
+    briefly 0o077, the strictest, so a file created by another thread meanwhile is never too open)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -31,6 +47,7 @@ def atomic_path(target: str | Path, *, durable: bool = True) -> Iterator[Path]:
         if durable:
             with open(temp, "rb+") as written:
                 os.fsync(written.fileno())
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)

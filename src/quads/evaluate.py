@@ -27,7 +27,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import time
 from collections import Counter
@@ -50,7 +49,7 @@ from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
-from quads.packed import ModelFileError, read_packed_header, theoretical_bytes
+from quads.packed import read_packed_header, tensor_entries, theoretical_bytes
 from quads.runtime import load
 from quads.train import predict_logits
 
@@ -216,19 +215,16 @@ def theoretical_file_bytes(path: str | Path) -> int:
     document = read_packed_header(path)
     float_state: dict[str, torch.Tensor] = {}
     quantized: dict[str, QuantizedTensor] = {}
-    for name, info in document["tensors"].items():
-        bits, shape = int(info["bits"]), tuple(int(size) for size in info["shape"])
-        numel = math.prod(shape)
-        if bits == FLOAT_BITS:  # shape-only tensors: nothing is allocated
-            dtype = getattr(torch, str(info.get("dtype", "float32")), None)
-            if not isinstance(dtype, torch.dtype):
-                raise ModelFileError(f"{path}: damaged model file (tensor {name!r} has dtype {info.get('dtype')!r})")
-            float_state[name] = torch.empty(shape, dtype=dtype, device="meta")
-        elif bits == FP16_BITS:
-            quantized[name] = QuantizedTensor(bits, shape, values=torch.empty(numel, device="meta"))
-        elif has_codebook(bits):
-            quantized[name] = QuantizedTensor(bits, shape, indices=torch.empty(numel, device="meta"),
-                                              centroids=torch.empty(2**bits, device="meta"))
+    for entry in tensor_entries(document, path):
+        if entry.bits == FLOAT_BITS:  # shape-only tensors: nothing is allocated
+            float_state[entry.name] = torch.empty(entry.shape, dtype=getattr(torch, entry.dtype), device="meta")
+        elif entry.bits == FP16_BITS:
+            quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape,
+                                                    values=torch.empty(entry.numel, device="meta"))
+        elif has_codebook(entry.bits):
+            quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape,
+                                                    indices=torch.empty(entry.numel, device="meta"),
+                                                    centroids=torch.empty(2**entry.bits, device="meta"))
     return theoretical_bytes(float_state, quantized, document["codebook_dtype"])
 
 

@@ -41,18 +41,31 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> PackedInfo:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished `quads compress` run folder")
     parser.add_argument("--out", type=Path, required=True, help="packed model file to write (e.g. model.quads)")
-    parser.add_argument("--onnx", type=Path, help="also write the dequantized student as ONNX here")
+    parser.add_argument("--onnx", type=Path, help="also write the student as ONNX here, its quantized weights kept "
+                                                   "as bit-packed indices + codebooks (about the packed file's size)")
+    parser.add_argument("--onnx-float", type=Path, help="also write the dequantized student (every weight float32) "
+                                                        "as ONNX here, for runtimes that need plain weights")
+
+
+def export_run_onnx(packed_path: str | Path, onnx_path: str | Path, codebooks: bool = True) -> float:
+    """Write the model of a packed file as ONNX (with its codebooks, or dequantized) and return the largest
+    |onnxruntime - torch| difference of the logits, checked on padded batches at two lengths."""
+    from quads.onnx_export import export_onnx, verify_onnx
+    from quads.packed import read_packed
+    from quads.runtime import load
+
+    model = load(packed_path)
+    quantized = read_packed(packed_path).quantized if codebooks else None
+    export_onnx(model.classifier, onnx_path, model.frontend_config.n_mels, quantized=quantized)
+    return verify_onnx(model.classifier, onnx_path)
 
 
 def run(args: argparse.Namespace) -> int:
     info = export_run(args.run_dir, args.out)
     print(f"wrote {args.out}: {info.file_bytes:,} bytes on disk, theoretical {info.theoretical_bytes:,} bytes")
-    if args.onnx:
-        from quads.onnx_export import export_onnx, verify_onnx
-        from quads.runtime import load
-
-        model = load(args.out)
-        export_onnx(model.classifier, args.onnx, model.frontend_config.n_mels)
-        difference = verify_onnx(model.classifier, args.onnx)
-        print(f"wrote {args.onnx}: max |onnxruntime - torch| = {difference:.2e}")
+    for onnx_path, codebooks in ((args.onnx, True), (args.onnx_float, False)):
+        if onnx_path:
+            difference = export_run_onnx(args.out, onnx_path, codebooks)
+            print(f"wrote {onnx_path}: {onnx_path.stat().st_size:,} bytes, max |onnxruntime - torch| = "
+                  f"{difference:.2e}")
     return 0

@@ -5,6 +5,10 @@ exporter needs the `onnxscript` package, which quads does not depend on, while t
 op our encoders use (conv, LayerNorm, scaled_dot_product_attention, dynamic arange for positions and masks).
 The file is written atomically; `verify_onnx` runs it with onnxruntime and compares to PyTorch.
 
+Given the student's quantized tensors (`quads.packed.read_packed(...).quantized`), the file keeps their codebook
+form: bit-packed indices and codebooks, the weights rebuilt in the graph (`quads.onnx_codebook`), so it is about
+as small as the packed file. Without them, every weight is stored as float32 (the dequantized model).
+
 Graph: inputs `features` float [batch, n_mels, frames] and `mask` bool [batch, frames] (True = real frame);
 output `logits` float [batch, num_labels].
 """
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from quads.atomic import atomic_write_bytes
+from quads.codebook import QuantizedTensor
 from quads.errors import ConfigError
 from quads.models.classifier import IntentClassifier
 
@@ -38,8 +43,10 @@ class _LogitsOnly(nn.Module):
         return self.classifier(features, mask).logits
 
 
-def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, opset: int = 17) -> Path:
-    """Write `classifier` as an ONNX file with dynamic batch and time axes; returns the path."""
+def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, opset: int = 17,
+                quantized: dict[str, QuantizedTensor] | None = None) -> Path:
+    """Write `classifier` as an ONNX file with dynamic batch and time axes; returns the path. With `quantized`
+    (names as in the classifier's state dict), those weights are stored in codebook form."""
     if n_mels != classifier.n_mels:
         raise ConfigError(
             f"export: n_mels = {n_mels} but the classifier's encoder expects {classifier.n_mels} mel bins"
@@ -76,7 +83,14 @@ def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, ops
             )
     finally:
         classifier.train(was_training)
-    atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+    if quantized:
+        import onnx
+
+        from quads.onnx_codebook import with_codebooks
+
+        data = with_codebooks(onnx.load_from_string(data), quantized).SerializeToString()
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -1,19 +1,25 @@
 """The packed model file: one safetensors file whose size on disk is the model size we report.
 
-Layout (format_version 1):
-- a codebook tensor `name` (1/2/3/4/8 bits) is stored as `name.qidx`, its indices bit-packed as uint8
-  (`quads.codebook.pack_indices`: little-endian bit stream, index i in bits [i*b, (i+1)*b)), and `name.qcb`,
-  its 2^b centroids (float16 by default, or float32);
-- a 16-bit tensor is stored under its own name as float16;
-- the float remainder (biases, norms, tensors kept at 32 bits) under its own name as float32; integer
-  buffers keep their dtype;
+Layout (format_version 2; files of version 1 still load):
+- four blobs at most, whatever the number of tensors: `indices` (uint8: every codebook tensor's indices
+  bit-packed by `quads.codebook.pack_indices`, little-endian bit stream, index i in bits [i*b, (i+1)*b), each
+  tensor starting on a byte), `codebooks` (every codebook's 2^b centroids, float16 by default or float32),
+  `float16` (the 16-bit tensors) and `float32` (the float remainder: biases, norms, tensors kept at 32 bits);
+  an integer buffer goes to a blob named after its dtype (`int64`...);
 - the header's `__metadata__` holds one JSON document under the key "quads": `format` ("quads-packed"),
-  `format_version`, `quads_version`, `codebook_dtype`, per-tensor info (`bits`, `shape`, `dtype` once loaded,
-  `numel`), the user's `metadata` (architecture, front-end, labels...), and `sha256`, a digest of that
-  document and of every stored tensor (name, dtype, shape, bytes), so any modification is detected.
+  `format_version`, `quads_version`, `codebook_dtype`, `tensors` (the compact table: one `[name, bits, shape]`
+  per tensor, plus the dtype for an integer buffer, in blob order: a tensor's place in its blobs is the sum of
+  the sizes before it), the user's `metadata` (architecture, front-end, labels...), and `sha256`, a digest of
+  that document and of every stored blob (name, dtype, shape, bytes), so any modification is detected.
+
+One safetensors entry per tensor (version 1: `name.qidx`, `name.qcb`, `name`, and a dict per tensor in the
+table) cost ~200 bytes of header per tensor: 19 % of a 2-bit conv-200k file. Now the header is the table and
+the user metadata, and the file is within a few KB of `theoretical_bytes`.
 
 Loading reads safetensors only (no pickle, nothing from the file is executed) and reports every problem with
-the file as a ModelFileError.
+the file as a ModelFileError. It decodes (header, blobs, table into per-tensor stored forms), checks the
+digest, then builds the float state dict: `read_packed` stops after the checks and returns the stored forms
+(what an ONNX export with codebooks needs).
 """
 
 from __future__ import annotations
@@ -21,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor
 
 from quads import __version__
+from quads.atomic import atomic_write_bytes
 from quads.codebook import (
     FP16_BITS,
     QuantizedTensor,
@@ -43,9 +48,12 @@ from quads.codebook import (
 from quads.errors import ConfigError, QuadsError
 
 FORMAT = "quads-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "quads"
-INDEX_SUFFIX = ".qidx"
+INDEX_BLOB = "indices"
+CODEBOOK_BLOB = "codebooks"
+INDEX_SUFFIX = ".qidx"  # version 1: one entry per tensor
 CODEBOOK_SUFFIX = ".qcb"
 CODEBOOK_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
@@ -67,6 +75,42 @@ class PackedInfo:
     params_by_bits: dict[int, int]
 
 
+@dataclass(frozen=True)
+class TensorEntry:
+    """One row of the tensor table: `dtype` is the stored one (float16 for 16 bits, the codebook's for 1-8 bits,
+    float32 or an integer dtype for 32 bits)."""
+
+    name: str
+    bits: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class PackedContents:
+    """A checked packed file in its stored form: codebook tensors with unpacked uint8 indices and float32
+    centroids, 16-bit tensors as float16 values, and the float remainder (float32 or integer buffers)."""
+
+    document: dict
+    quantized: dict[str, QuantizedTensor]
+    float_state: dict[str, Tensor]
+
+    @property
+    def metadata(self) -> dict:
+        return self.document["metadata"]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every tensor as the model uses it: float32 (codebooks dequantized), integer buffers as stored."""
+        state = {name: tensor.dequantize() for name, tensor in self.quantized.items()}
+        for name, tensor in self.float_state.items():
+            state[name] = tensor.float() if tensor.is_floating_point() else tensor
+        return state
+
+
 # ---------------------------------------------------------------------------------------------- sizes
 
 
@@ -78,6 +122,10 @@ def _codebook_dtype(name: str) -> torch.dtype:
 
 def _float_storage_dtype(tensor: Tensor) -> torch.dtype:
     return torch.float32 if tensor.is_floating_point() else tensor.dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def theoretical_bytes(float_state: dict[str, Tensor], quantized: dict[str, QuantizedTensor],
@@ -104,7 +152,7 @@ def _digest(document: dict, tensors: dict[str, Tensor]) -> str:
     hasher = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
     for key in sorted(tensors):
         tensor = tensors[key].contiguous()
-        hasher.update(f"\0{key}\0{str(tensor.dtype).removeprefix('torch.')}\0{list(tensor.shape)}\0".encode())
+        hasher.update(f"\0{key}\0{_dtype_name(tensor.dtype)}\0{list(tensor.shape)}\0".encode())
         hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()
 
@@ -124,42 +172,40 @@ def save_packed(path: str | Path, float_state: dict[str, Tensor], quantized: dic
     overlap = sorted(set(float_state) & set(quantized))
     if overlap:
         raise ValueError(f"tensors both float and quantized: {overlap[:5]}")
-    tensors: dict[str, Tensor] = {}
-    info: dict[str, dict] = {}
+    parts: dict[str, list[Tensor]] = {}  # blob name -> its pieces, in table order
+    table: list[list] = []
     params_by_bits: dict[int, int] = {}
-
-    def store(key: str, tensor: Tensor) -> None:
-        if key in tensors:
-            raise ValueError(f"tensor name {key!r} collides with a {INDEX_SUFFIX}/{CODEBOOK_SUFFIX} key of the file")
-        tensors[key] = tensor
 
     for name, qt in quantized.items():
         validate_bits(qt.bits)
         params_by_bits[qt.bits] = params_by_bits.get(qt.bits, 0) + qt.numel
-        info[name] = {"bits": qt.bits, "shape": list(qt.shape), "dtype": "float32", "numel": qt.numel}
+        table.append([name, qt.bits, list(qt.shape)])
         if qt.bits == FP16_BITS:
             assert qt.values is not None
-            store(name, qt.values.detach().cpu().to(torch.float16).reshape(qt.shape).contiguous().clone())
+            parts.setdefault("float16", []).append(qt.values.detach().cpu().to(torch.float16).reshape(-1))
             continue
         assert qt.indices is not None and qt.centroids is not None
-        centroids = qt.centroids.detach().cpu().to(storage_dtype).reshape(-1).contiguous().clone()
+        centroids = qt.centroids.detach().cpu().to(storage_dtype).reshape(-1)
         if not bool(torch.isfinite(centroids).all()):
             raise ConfigError(f"{name}: its codebook does not fit in {codebook_dtype}; use codebook_dtype='float32'")
-        store(name + INDEX_SUFFIX, pack_indices(qt.indices, qt.bits))
-        store(name + CODEBOOK_SUFFIX, centroids)
+        parts.setdefault(INDEX_BLOB, []).append(pack_indices(qt.indices, qt.bits))
+        parts.setdefault(CODEBOOK_BLOB, []).append(centroids)
     for name, tensor in float_state.items():
-        stored = tensor.detach().cpu().to(_float_storage_dtype(tensor)).contiguous().clone()
+        stored = tensor.detach().cpu().to(_float_storage_dtype(tensor))
         params_by_bits[32] = params_by_bits.get(32, 0) + stored.numel()
-        info[name] = {"bits": 32, "shape": list(stored.shape), "dtype": str(stored.dtype).removeprefix("torch."),
-                      "numel": stored.numel()}
-        store(name, stored)
+        dtype = _dtype_name(stored.dtype)
+        table.append([name, 32, list(stored.shape)] + ([] if dtype == "float32" else [dtype]))
+        if dtype in (INDEX_BLOB, CODEBOOK_BLOB):
+            raise ValueError(f"{name}: dtype {dtype!r} clashes with a blob name")
+        parts.setdefault(dtype, []).append(stored.reshape(-1))
+    tensors = {blob: torch.cat(pieces).contiguous() for blob, pieces in parts.items()}
 
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "quads_version": __version__,
         "codebook_dtype": codebook_dtype,
-        "tensors": info,
+        "tensors": table,
         "metadata": metadata,
     }
     try:
@@ -167,26 +213,16 @@ def save_packed(path: str | Path, float_state: dict[str, Tensor], quantized: dic
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model file metadata must be JSON-serialisable: {error}") from None
     document["sha256"] = _digest(document, tensors)
-    payload = safetensors.torch.save(tensors, metadata={METADATA_KEY: json.dumps(document, allow_nan=False)})
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    header = json.dumps(document, allow_nan=False, separators=(",", ":"))
+    payload = safetensors.torch.save(tensors, metadata={METADATA_KEY: header})
+    atomic_write_bytes(path, payload)
     header_bytes = 8 + int.from_bytes(payload[:8], "little")
     return PackedInfo(path=path, file_bytes=path.stat().st_size,
                       theoretical_bytes=theoretical_bytes(float_state, quantized, codebook_dtype),
                       header_bytes=header_bytes, params_by_bits=dict(sorted(params_by_bits.items())))
 
 
-# ---------------------------------------------------------------------------------------------- loading
+# ---------------------------------------------------------------------------------------------- reading the header
 
 
 def _read_bytes(path: Path, limit: int | None = None) -> bytes:
@@ -230,21 +266,25 @@ def _parse_header(path: Path, data: bytes, file_size: int) -> dict:
     version = document.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path}: damaged model file (format_version {version!r})")
-    if version > FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise ModelFileError(f"{path}: this file was written by a newer quads (format {version}, written by quads "
-                             f"{document.get('quads_version', '?')}); this quads {__version__} reads format "
-                             f"{FORMAT_VERSION}: upgrade quads")
+                             f"{document.get('quads_version', '?')}); this quads {__version__} reads formats "
+                             f"{readable}: upgrade quads")
     for key in ("tensors", "metadata", "sha256", "codebook_dtype"):
         if key not in document:
             raise ModelFileError(f"{path}: damaged model file (metadata lacks {key!r})")
-    if not isinstance(document["tensors"], dict):
-        raise ModelFileError(f"{path}: damaged model file (tensor table is not a mapping)")
+    table_type = dict if version == 1 else list
+    if not isinstance(document["tensors"], table_type):
+        raise ModelFileError(f"{path}: damaged model file (tensor table is not a {table_type.__name__})")
+    if document["codebook_dtype"] not in CODEBOOK_DTYPES:
+        raise ModelFileError(f"{path}: damaged model file (codebook_dtype {document['codebook_dtype']!r})")
     return document
 
 
 def read_packed_header(path: str | Path) -> dict:
-    """The whole quads document of a packed file (format, versions, per-tensor info, user metadata, digest),
-    read from the header alone; the payload is not checked."""
+    """The whole quads document of a packed file (format, versions, tensor table, user metadata, digest), read
+    from the header alone; the payload is not checked. `tensor_entries` reads its table of either version."""
     path = Path(path)
     data = _read_bytes(path, limit=8)
     file_size = path.stat().st_size
@@ -260,33 +300,45 @@ def read_packed_metadata(path: str | Path) -> dict:
     return read_packed_header(path)["metadata"]
 
 
-def _tensor_info(path: Path, name: str, info: object) -> tuple[int, tuple[int, ...]]:
-    try:
-        assert isinstance(info, dict)
-        bits, shape = info["bits"], tuple(int(d) for d in info["shape"])
-        validate_bits(bits)
-        return bits, shape
-    except (AssertionError, KeyError, TypeError, ValueError, QuadsError):
-        raise ModelFileError(f"{path}: damaged model file (bad entry for tensor {name!r})") from None
+def tensor_entries(document: dict, path: str | Path = "model file") -> list[TensorEntry]:
+    """The tensor table of a document from `read_packed_header`, in stored order, for either format version."""
+    version1 = document["format_version"] == 1
+    rows = document["tensors"].items() if version1 else enumerate(document["tensors"])
+    entries = []
+    for key, row in rows:
+        try:
+            if version1:
+                assert isinstance(row, dict)
+                name, bits, shape, dtype = key, row["bits"], row["shape"], row.get("dtype", "float32")
+            else:
+                assert isinstance(row, list) and len(row) in (3, 4)
+                name, bits, shape = row[:3]
+                dtype = row[3] if len(row) == 4 else "float32"
+            assert isinstance(name, str) and isinstance(shape, list) and isinstance(dtype, str)
+            assert all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            validate_bits(bits)
+        except (AssertionError, KeyError, TypeError, ValueError, QuadsError):
+            raise ModelFileError(f"{path}: damaged model file (bad entry for tensor {key!r})") from None
+        if bits == FP16_BITS:
+            dtype = "float16"
+        elif has_codebook(bits):
+            dtype = document["codebook_dtype"]
+        elif not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ModelFileError(f"{path}: damaged model file (tensor {name!r} has dtype {dtype!r})")
+        entries.append(TensorEntry(name, bits, tuple(shape), dtype))
+    return entries
 
 
-def load_packed(path: str | Path) -> tuple[dict[str, Tensor], dict]:
-    """Read a packed model file: (state_dict with float32 dequantized weights, user metadata).
+# ---------------------------------------------------------------------------------------------- loading
 
-    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use.
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    document = _parse_header(path, data, len(data))
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception as error:  # safetensors reports a damaged file with its own error types
-        raise ModelFileError(f"{path}: damaged or truncated model file ({error})") from None
 
-    state: dict[str, Tensor] = {}
-    for name, info in document["tensors"].items():
-        bits, shape = _tensor_info(path, name, info)
-        numel = math.prod(shape)
+def _decode_version1(path: Path, entries: list[TensorEntry], tensors: dict[str, Tensor]
+                     ) -> tuple[dict[str, QuantizedTensor], dict[str, Tensor]]:
+    """Version 1: one safetensors entry per stored piece (`name.qidx` + `name.qcb`, or `name`)."""
+    quantized: dict[str, QuantizedTensor] = {}
+    float_state: dict[str, Tensor] = {}
+    for entry in entries:
+        name, bits, numel = entry.name, entry.bits, entry.numel
         keys = (name + INDEX_SUFFIX, name + CODEBOOK_SUFFIX) if has_codebook(bits) else (name,)
         missing = [key for key in keys if key not in tensors]
         if missing:
@@ -296,23 +348,99 @@ def load_packed(path: str | Path) -> tuple[dict[str, Tensor], dict]:
             if packed.dtype != torch.uint8 or packed.numel() != packed_size(numel, bits) \
                     or centroids.numel() != 2**bits or not centroids.is_floating_point():
                 raise ModelFileError(f"{path}: damaged model file (sizes of {name!r} do not match its {bits}-bit "
-                                     f"shape {list(shape)})")
-        elif tensors[name].numel() != numel:
-            raise ModelFileError(f"{path}: damaged model file ({name!r} has {tensors[name].numel()} values, "
+                                     f"shape {list(entry.shape)})")
+            quantized[name] = QuantizedTensor(bits, entry.shape, indices=unpack_indices(packed, bits, numel),
+                                              centroids=centroids.float())
+            continue
+        tensor = tensors[name]
+        if tensor.numel() != numel:
+            raise ModelFileError(f"{path}: damaged model file ({name!r} has {tensor.numel()} values, "
                                  f"expected {numel})")
+        if bits == FP16_BITS:
+            quantized[name] = QuantizedTensor(bits, entry.shape, values=tensor.to(torch.float16).reshape(-1))
+        else:
+            float_state[name] = tensor.reshape(entry.shape)
+    return quantized, float_state
+
+
+def _decode_version2(path: Path, entries: list[TensorEntry], tensors: dict[str, Tensor]
+                     ) -> tuple[dict[str, QuantizedTensor], dict[str, Tensor]]:
+    """Version 2: each tensor takes the next slice of its blobs, in table order."""
+    needed: dict[str, tuple[str, int]] = {}  # blob -> (its dtype, values the table asks of it)
+
+    def need(blob: str, dtype: str, count: int) -> None:
+        needed[blob] = (dtype, needed.get(blob, (dtype, 0))[1] + count)
+
+    for entry in entries:
+        if has_codebook(entry.bits):
+            need(INDEX_BLOB, "uint8", packed_size(entry.numel, entry.bits))
+            need(CODEBOOK_BLOB, entry.dtype, 2**entry.bits)
+        else:
+            need(entry.dtype, entry.dtype, entry.numel)
+    for blob, (dtype, count) in needed.items():
+        if blob not in tensors:
+            raise ModelFileError(f"{path}: damaged model file (blob {blob!r} is missing)")
+        stored = tensors[blob]
+        if stored.dim() != 1 or stored.numel() != count or _dtype_name(stored.dtype) != dtype:
+            raise ModelFileError(f"{path}: damaged model file (blob {blob!r} holds {stored.numel()} "
+                                 f"{_dtype_name(stored.dtype)} values, its tensor table needs {count} {dtype})")
+    unexpected = sorted(set(tensors) - set(needed))
+    if unexpected:
+        raise ModelFileError(f"{path}: damaged model file (blob {unexpected[0]!r} is not in its tensor table)")
+
+    offsets = dict.fromkeys(needed, 0)
+
+    def take(blob: str, count: int) -> Tensor:
+        start = offsets[blob]
+        offsets[blob] = start + count
+        return tensors[blob][start:start + count]
+
+    quantized: dict[str, QuantizedTensor] = {}
+    float_state: dict[str, Tensor] = {}
+    for entry in entries:
+        if entry.name in quantized or entry.name in float_state:
+            raise ModelFileError(f"{path}: damaged model file (tensor {entry.name!r} is listed twice)")
+        if has_codebook(entry.bits):
+            packed = take(INDEX_BLOB, packed_size(entry.numel, entry.bits))
+            centroids = take(CODEBOOK_BLOB, 2**entry.bits).float()
+            quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape, centroids=centroids,
+                                                    indices=unpack_indices(packed, entry.bits, entry.numel))
+        elif entry.bits == FP16_BITS:
+            quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape, values=take("float16", entry.numel))
+        else:
+            float_state[entry.name] = take(entry.dtype, entry.numel).reshape(entry.shape)
+    return quantized, float_state
+
+
+def read_packed(path: str | Path) -> PackedContents:
+    """Read and check a packed model file (format, version, tensor table against the stored sizes, SHA-256);
+    returns its tensors in stored form. Works on files of every version in READABLE_VERSIONS."""
+    path = Path(path)
+    data = _read_bytes(path)
+    document = _parse_header(path, data, len(data))
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as error:  # safetensors reports a damaged file with its own error types
+        raise ModelFileError(f"{path}: damaged or truncated model file ({error})") from None
+
+    entries = tensor_entries(document, path)
+    decode = _decode_version1 if document["format_version"] == 1 else _decode_version2
+    quantized, float_state = decode(path, entries, tensors)
 
     expected = document.pop("sha256")
     if _digest(document, tensors) != expected:
         raise ModelFileError(f"{path}: the model file was modified or corrupted after it was written "
                              "(SHA-256 mismatch)")
+    document["sha256"] = expected
+    # decoded and authentic; checks of the metadata's fields and of the tensors' values slot in here, before
+    # anything is built from them
+    return PackedContents(document, quantized, float_state)
 
-    for name, info in document["tensors"].items():
-        bits, shape = _tensor_info(path, name, info)
-        if has_codebook(bits):
-            indices = unpack_indices(tensors[name + INDEX_SUFFIX], bits, math.prod(shape))
-            centroids = tensors[name + CODEBOOK_SUFFIX].float()
-            state[name] = centroids[indices.long()].reshape(shape)
-        else:
-            tensor = tensors[name].reshape(shape)
-            state[name] = tensor.float() if tensor.is_floating_point() else tensor
-    return state, document["metadata"]
+
+def load_packed(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """Read a packed model file: (state_dict with float32 dequantized weights, user metadata).
+
+    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use.
+    """
+    contents = read_packed(path)
+    return contents.state_dict(), contents.metadata
