@@ -26,9 +26,9 @@ from quads.synth import (
 from quads.synth import corpus as corpus_module
 from quads.synth import tts as tts_module
 from quads.synth.augment import augment, utterance_rng
-from quads.synth.corpus import DEFAULT_SPEAKERS
+from quads.synth.corpus import DEFAULT_SPEAKERS, plan_phrase_corpus
 from quads.synth.tts import speak
-from quads.synth.voices import ESPEAK, FLITE, Speaker
+from quads.synth.voices import ESPEAK, FLITE, SPLITS, TEST_ONLY_VOICES, Speaker
 
 HAVE_TTS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
 
@@ -113,14 +113,33 @@ def test_intent_schema_keeps_extra_slot_columns_out_of_the_label(tmp_path):
 
 # --- speakers ---------------------------------------------------------------------------------------------------
 
-def test_default_speakers_split_34_7_7_disjoint_with_both_engines_in_every_split():
+def test_default_speakers_split_32_7_9_disjoint_with_held_out_voice_families_only_in_test():
     speakers = make_speakers(DEFAULT_SPEAKERS, seed=0)
     splits = split_speakers(speakers, seed=0)
-    assert {split: len(group) for split, group in splits.items()} == {"train": 34, "valid": 7, "test": 7}
+    assert {split: len(group) for split, group in splits.items()} == {"train": 32, "valid": 7, "test": 9}
     ids = [s.speaker_id for group in splits.values() for s in group]
     assert len(ids) == len(set(ids)) == DEFAULT_SPEAKERS
     for group in splits.values():
         assert {s.engine for s in group} == {ESPEAK, FLITE}
+    assert {s.voice for s in splits["test"]} == set(TEST_ONLY_VOICES)
+    assert not {s.voice for split in ("train", "valid") for s in splits[split]} & set(TEST_ONLY_VOICES)
+
+
+def test_built_in_test_split_says_only_wordings_that_train_and_valid_never_say():
+    table = builtin_phrase_table()
+    splits = split_speakers(make_speakers(DEFAULT_SPEAKERS, seed=0), seed=0)
+    plan = plan_phrase_corpus(table, splits, 0, 2, held_out_phrasings=True)
+    said = {split: {item.phrase.transcription for item in plan if item.split == split} for split in SPLITS}
+    assert not said["test"] & (said["train"] | said["valid"])
+    assert not (said["valid"] - said["train"]) & said["train"]
+    for intent, phrases in table.by_intent().items():  # 2 test-only and 1 valid-only wording per intent
+        spoken = {split: {p.transcription for p in phrases} & said[split] for split in SPLITS}
+        assert len(spoken["test"]) == 2 and len(spoken["valid"] - spoken["train"]) == 1, intent
+    # A table with few wordings per intent (e.g. digits) keeps every wording in every split.
+    few = plan_phrase_corpus(table.__class__(table.phrases[:3], table.schema, table.columns), splits, 0, 2,
+                             held_out_phrasings=True)
+    assert {item.phrase.transcription for item in few if item.split == "test"} == {p.transcription
+                                                                                   for p in table.phrases[:3]}
 
 
 def test_speakers_are_the_same_for_the_same_seed_and_differ_for_another():

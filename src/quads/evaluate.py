@@ -261,8 +261,21 @@ def gmacs_for_architecture(classifier: torch.nn.Module, n_mels: int, frames: int
         return gmacs_at_length(classifier, n_mels, frames)
     key = (json.dumps(config(), sort_keys=True), n_mels, frames)
     if key not in _GMACS_BY_ARCHITECTURE:
-        _GMACS_BY_ARCHITECTURE[key] = gmacs_at_length(classifier, n_mels, frames)
+        _GMACS_BY_ARCHITECTURE[key] = gmacs_at_length(architecture_for_length(classifier, frames), n_mels, frames)
     return _GMACS_BY_ARCHITECTURE[key]
+
+
+def architecture_for_length(classifier: torch.nn.Module, frames: int) -> torch.nn.Module:
+    """The classifier, or for a Whisper student whose position table is shorter than `frames` (a commands
+    model keeps 10 s), the same architecture with a table long enough: the MACs of the layers do not depend
+    on the table's length, so this is how the 30 s figure of a 10 s model is counted."""
+    from quads.models.registry import build_classifier
+
+    config = classifier.config_dict()
+    encoder = config["encoder"]
+    if encoder.get("type") != "whisper" or frames <= 2 * encoder["max_source_positions"]:
+        return classifier
+    return build_classifier({**config, "encoder": {**encoder, "max_source_positions": (frames + 1) // 2}})
 
 
 @torch.inference_mode()

@@ -152,8 +152,14 @@ VALID_ONLY_PHRASINGS = 1
 
 
 def split_phrasings(phrases: list[Phrase], held_out: bool) -> dict[str, list[Phrase]]:
-    """The phrasings each split may say. Held out (an intent with >= 4 phrasings): the first 2 for test only,
-    the next for valid (with the train ones), the rest for train; otherwise every split says all of them."""
+    """The phrasings each split may say. A table with a `split` column pins phrasings (valid says its own and
+    the train ones; a split without pinned ones says the train ones). Otherwise, held out (an intent with >= 4
+    phrasings): the first 2 for test only, the next for valid (with the train ones), the rest for train; else
+    every split says all of them."""
+    pinned = {split: [p for p in phrases if p.slots.get("split") == split] for split in ("valid", "test")}
+    if pinned["valid"] or pinned["test"]:
+        train = [p for p in phrases if p.slots.get("split") not in ("valid", "test")] or phrases
+        return {"train": train, "valid": pinned["valid"] + train, "test": pinned["test"] or train}
     if not held_out or len(phrases) < TEST_ONLY_PHRASINGS + VALID_ONLY_PHRASINGS + 1:
         return {split: phrases for split in SPLITS}
     test, rest = phrases[:TEST_ONLY_PHRASINGS], phrases[TEST_ONLY_PHRASINGS:]

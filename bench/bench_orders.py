@@ -1,0 +1,92 @@
+"""A long-sentence task: ten shopping items, each intent hanging on one word inside a 3-5 s sentence.
+
+"Could you add three *eggs* to my shopping list for Friday": the item is the intent, every other word (amounts,
+days, places, times) is a distractor drawn at random, so a model must find the one word that matters. Train,
+valid and test use different sentence templates (pinned with the phrase table's `split` column) and, as in the
+built-in corpus, different voices, so test measures held-out wordings and voices. Trains the teacher head and
+the students with the default settings (or --config / --set) and prints test accuracy per model.
+
+    .venv/bin/python bench/bench_orders.py --out runs/orders
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from quads.config import load_config
+from quads.experiment import cache_root
+from quads.grid import Cell, run_grid
+from quads.report import results_markdown
+from quads.synth import synthesize_corpus
+
+ITEMS = ("apples", "bread", "butter", "cheese", "coffee", "eggs", "milk", "rice", "sugar", "tea")
+TEMPLATES = {
+    "train": (
+        "could you add {qty} {item} to my shopping list for {day}",
+        "I would like to order {qty} {item} and have them delivered to the {place} at {time}",
+        "please remind me to pick up {item} on my way home from the {place} on {day}",
+        "we are running low on {item} so put it on the list before {day}",
+        "tomorrow at {time} I need you to buy {qty} {item} from the store near the {place}",
+        "hey, make a note that the {place} is out of {item} and we need {qty} by {day}",
+    ),
+    "valid": ("order {qty} {item} for {day} morning and send it to the {place}",),
+    "test": (
+        "on {day} afternoon please get {qty} {item} for the party at the {place}",
+        "my neighbour asked me to grab {item} while I am at the {place} around {time}",
+    ),
+}
+SLOTS = {
+    "qty": ("two", "three", "a few", "some", "four", "a dozen"),
+    "day": ("Monday", "Tuesday", "Friday", "the weekend", "Sunday"),
+    "place": ("office", "gym", "school", "station", "market"),
+    "time": ("six", "noon", "seven thirty", "nine", "five o'clock"),
+}
+VARIANTS = 2  # slot fillings per template and item
+
+
+def write_order_phrases(path: Path, seed: int = 0) -> int:
+    rng = random.Random(f"quads-orders-{seed}")
+    lines = ["transcription\tintent\tsplit"]
+    for item in ITEMS:
+        for split, templates in TEMPLATES.items():
+            for template in templates:
+                for _ in range(VARIANTS):
+                    words = {name: rng.choice(values) for name, values in SLOTS.items()}
+                    sentence = template.format(item=item, **words)
+                    lines.append(f"{sentence[0].upper()}{sentence[1:]}\t{item}\t{split}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines) - 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/orders"))
+    parser.add_argument("--speakers", type=int, default=48)
+    parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
+    parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    config = load_config(args.config, args.overrides)
+    corpus_dir = cache_root(config.data) / "corpora" / "orders-v1"
+    table = cache_root(config.data) / "corpora" / "orders-v1.tsv"
+    write_order_phrases(table)
+    print(synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=2).summary())
+    config = replace(config, data=replace(config.data, path=str(corpus_dir)))
+    cells = [Cell("distill", 32, config.seed), *(Cell("quads", bits, config.seed) for bits in args.bits)]
+    rows, _ = run_grid(config, cells, args.out, latency_samples=0)
+    print()
+    print(results_markdown(rows, "Long sentences: 10 items, each one word inside a 3-5 s sentence (held-out "
+                                 "templates and voices in test)"))
+    print(f"wall time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
