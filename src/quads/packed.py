@@ -23,6 +23,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,14 +271,18 @@ def _tensor_info(path: Path, name: str, info: object) -> tuple[int, tuple[int, .
         raise ModelFileError(f"{path}: damaged model file (bad entry for tensor {name!r})") from None
 
 
-def load_packed(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+def load_packed(path: str | Path, check_table: Callable[[dict[str, tuple[int, ...]]], None] | None = None
+                ) -> tuple[dict[str, Tensor], dict]:
     """Read a packed model file: (state_dict with float32 dequantized weights, user metadata).
 
-    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use.
+    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use;
+    `check_table(name -> shape)` may refuse the stored tensors before any is decoded (`quads.file_checks`).
     """
     path = Path(path)
     data = _read_bytes(path)
     document = _parse_header(path, data, len(data))
+    if check_table is not None:
+        check_table({name: _tensor_info(path, name, info)[1] for name, info in document["tensors"].items()})
     try:
         tensors = safetensors.torch.load(data)
     except Exception as error:  # safetensors reports a damaged file with its own error types

@@ -15,7 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from quads.audio import FrontEndConfig, LogMelSpectrogram, load_audio, pad_batch
-from quads.packed import ModelFileError, load_packed
+from quads.errors import QuadsError
+from quads.file_checks import check_model_metadata, check_model_state, check_tensor_table
+from quads.packed import ModelFileError, load_packed, read_packed_header
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,17 @@ def load(path: str | Path) -> PackedModel:
     """Load a packed model file written by `quads export`; the module is in eval mode."""
     from quads.models import build_classifier
 
-    state, metadata = load_packed(path)
+    path = Path(path)
+    # Every field is checked before the file's payload is read and before anything is built (quads.file_checks).
+    header = read_packed_header(path)
+    spec = check_model_metadata(path, header["metadata"], file_bytes=path.stat().st_size)
+    state, metadata = load_packed(path, check_table=lambda table: check_tensor_table(path, table, spec))
+    if metadata != header["metadata"]:
+        raise ModelFileError(f"{path}: the model file changed while it was being read")
+    check_model_state(path, state, spec)
     try:
-        classifier = build_classifier(metadata["architecture"])
+        classifier = build_classifier(spec.architecture)
         classifier.load_state_dict(state)
-        frontend = FrontEndConfig(**metadata["frontend"])
-        labels = list(metadata["labels"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, QuadsError) as error:
         raise ModelFileError(f"{path}: the model file's contents do not fit together ({error})") from None
-    return PackedModel(classifier, frontend, labels, metadata).eval()
+    return PackedModel(classifier, FrontEndConfig(**spec.frontend), spec.labels, metadata).eval()
