@@ -35,7 +35,14 @@ import torch
 from tqdm import tqdm
 
 from quads.atomic import atomic_write, atomic_write_bytes
-from quads.audio import FrontEndConfig, LogMelSpectrogram, audio_duration, load_audio, pad_batch
+from quads.audio import (
+    FrontEndConfig,
+    LogMelSpectrogram,
+    audio_duration,
+    check_min_samples,
+    load_audio,
+    pad_batch,
+)
 from quads.data import SPLITS, Utterance, open_corpus
 from quads.errors import AudioError, ConfigError
 
@@ -181,6 +188,9 @@ def compute_features(
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             waveforms = [load_audio(utterances[index].path, frontend_config.sample_rate) for index in batch]
+            for index, waveform in zip(batch, waveforms, strict=True):
+                check_min_samples(waveform, utterances[index].path, frontend_config.hop_length,
+                                  frontend_config.sample_rate)
             padded, lengths = pad_batch(waveforms)
             with torch.inference_mode():
                 features, mask = frontend(padded.to(device), lengths.to(device))

@@ -14,7 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from quads.audio import FrontEndConfig, LogMelSpectrogram, load_audio, pad_batch
+from quads.audio import (
+    FrontEndConfig,
+    LogMelSpectrogram,
+    audio_sample_rate,
+    check_min_samples,
+    load_audio,
+    pad_batch,
+    warn_if_misleading,
+)
 from quads.errors import QuadsError
 from quads.file_checks import check_model_metadata, check_model_state, check_tensor_table
 from quads.packed import ModelFileError, load_packed, read_packed_header
@@ -43,6 +51,9 @@ class PackedModel(nn.Module):
 
     @torch.no_grad()
     def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
+        config = self.frontend_config
+        for index, waveform in enumerate(waveforms):
+            check_min_samples(np.asarray(waveform), f"waveform {index}", config.hop_length, config.sample_rate)
         padded, lengths = pad_batch(list(waveforms))
         features, mask = self.frontend(padded, lengths)
         probabilities = torch.softmax(self.classifier(features, mask).logits, dim=-1)
@@ -54,7 +65,13 @@ class PackedModel(nn.Module):
         ]
 
     def predict_files(self, paths: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
-        return self.predict_waveforms([load_audio(path, self.frontend_config.sample_rate) for path in paths], top_k)
+        rate, waveforms = self.frontend_config.sample_rate, []
+        for path in paths:
+            waveform = load_audio(path, rate)
+            check_min_samples(waveform, path, self.frontend_config.hop_length, rate)
+            warn_if_misleading(path, audio_sample_rate(path), len(waveform), rate)
+            waveforms.append(waveform)
+        return self.predict_waveforms(waveforms, top_k)
 
 
 def load(path: str | Path) -> PackedModel:
