@@ -173,7 +173,7 @@ def test_an_architecture_over_the_parameter_budget_is_refused_before_it_is_built
     def wide(metadata):
         metadata["architecture"]["encoder"].update(stage_channels=[4096], stem_channels=4096)
     path = write_tiny_model(tmp_path / "m.quads", metadata=altered_metadata(wide))
-    with pytest.raises(ModelFileError, match="parameters, more than the 16,000,000"):
+    with pytest.raises(ModelFileError, match="parameters, more than the 15,000,000"):
         load(path)
 
 

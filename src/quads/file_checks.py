@@ -6,9 +6,9 @@ quads: anyone can write a file with a correct digest. So `quads.load` checks the
 1. `check_model_metadata` (header only, nothing allocated): the front-end is exactly one quads writes; the
    architecture is a built-in conv or transformer student whose every size is a positive integer within
    bounds, and whose parameter count — counted on PyTorch's "meta" device, which allocates no memory — is at
-   most `MAX_PARAMETERS` (16M: twice the largest preset, whisper-tiny-like at 7.6M), so a model can never
-   need more than 64 MB of float32 weights; the labels are distinct strings, one per output of the head; the
-   file is no larger than those parameters can explain.
+   most `MAX_PARAMETERS` (15M: about twice the largest preset, whisper-tiny-like at 7.6M), so loading any
+   file needs at most about twice the memory of loading the largest preset; the labels are distinct
+   strings, one per output of the head; the file is no larger than those parameters can explain.
 2. `check_tensor_table` (before any tensor is decoded): the stored tensors are exactly the architecture's,
    with its shapes, so dequantizing can never allocate more than the architecture's weights.
 3. `check_model_state` (after decoding, before building): dtypes and finiteness (no NaN or Inf weights).
@@ -31,7 +31,7 @@ from quads.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE, SUPPORTED_N_MELS
 from quads.errors import QuadsError
 from quads.packed import ModelFileError
 
-MAX_PARAMETERS = 16_000_000  # 2x whisper-tiny-like (7.6M), the largest preset: at most 64 MB of float32 weights
+MAX_PARAMETERS = 15_000_000  # about 2x whisper-tiny-like (7.6M), the largest preset: at most 60 MB of float32
 MAX_LABELS = 10_000
 MAX_LABEL_CHARS = 1_000
 MAX_WIDTH = 4_096  # channels, d_model, ffn_dim, head hidden_dim
