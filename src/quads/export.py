@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from quads.compress import load_student
+from quads.folder_lock import exclusive_writer
 from quads.packed import PackedInfo, save_packed
 from quads.quantize import CodebookQuantizer
 
@@ -42,10 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished `quads compress` run folder")
     parser.add_argument("--out", type=Path, required=True, help="packed model file to write (e.g. model.quads)")
     parser.add_argument("--onnx", type=Path, help="also write the dequantized student as ONNX here")
+    parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
+                        "instead of stopping")
 
 
 def run(args: argparse.Namespace) -> int:
-    info = export_run(args.run_dir, args.out)
+    with exclusive_writer(args.out, "export", wait=args.wait, is_file=True):
+        info = export_run(args.run_dir, args.out)
     print(f"wrote {args.out}: {info.file_bytes:,} bytes on disk, theoretical {info.theoretical_bytes:,} bytes")
     if args.onnx:
         from quads.onnx_export import export_onnx, verify_onnx
