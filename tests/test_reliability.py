@@ -223,3 +223,21 @@ def test_ordinary_audio_gives_no_warning(model_file, tmp_path):
 def test_short_waveforms_given_in_memory_are_refused_too(model_file):
     with pytest.raises(AudioError, match="waveform 0: only 10 samples"):
         load(model_file).predict_waveforms([np.zeros(10, dtype=np.float32)])
+
+
+# ---------------------------------------------------------------------------------------------- hints
+
+
+def test_the_missing_audio_hint_names_the_config_key_and_the_cli_flag(tmp_path):
+    from quads.data import open_corpus
+    from quads.errors import DataError
+
+    (tmp_path / "manifest.csv").write_text("path,label\nnowhere.wav,on\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"--set data.skip_missing_audio=true .*--skip-missing"):
+        open_corpus(tmp_path / "manifest.csv")
+
+
+def test_features_offers_the_drop_unknown_labels_flag_its_hint_names(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["features", "--help"])
+    assert "--drop-unknown-labels" in capsys.readouterr().out

@@ -219,12 +219,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="utterances per front-end batch")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="which splits")
     parser.add_argument("--skip-missing", action="store_true", help="skip utterances whose audio file is missing")
+    parser.add_argument("--drop-unknown-labels", action="store_true",
+                        help="drop valid/test utterances whose intent does not occur in train")
     parser.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="storage precision")
     parser.add_argument("--recordings", choices=("headset", "farfield", "both"), help="SLURP only (default headset)")
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {"skip_missing": args.skip_missing}
+    options = {"skip_missing": args.skip_missing, "drop_unknown_labels": args.drop_unknown_labels}
     if args.recordings:
         options["recordings"] = args.recordings
     corpus = open_corpus(args.data_dir, **options)
