@@ -18,7 +18,6 @@ Every failure is a `ModelFileError` that names the file and the field.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +244,3 @@ def check_model_state(path: str | Path, state: Mapping[str, Tensor], spec: Model
             bad = int((~torch.isfinite(tensor)).sum())
             raise _fail(path, f"tensor {name!r}", f"holds {bad} NaN or infinite values")
 
-
-def max_decoded_bytes(spec: ModelSpec) -> int:
-    """Float32 bytes of every tensor of the architecture: what decoding the file allocates at most."""
-    return 4 * sum(math.prod(shape) for shape in spec.shapes.values())
