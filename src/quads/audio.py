@@ -9,6 +9,7 @@ returns a padding mask, so short commands cost short compute.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -26,6 +27,33 @@ SAMPLE_RATE = 16000  # Hz: what Whisper and every quads model hear
 N_FFT = 400  # 25 ms analysis window
 HOP_LENGTH = 160  # 10 ms between frames: 100 frames per second
 SUPPORTED_N_MELS = (80, 128)  # Whisper v1/v2 use 80 mel bins, large-v3 uses 128
+LONG_CLIP_SECONDS = 30.0  # Whisper's window; quads models are trained on commands of a few seconds
+
+
+class AudioWarning(UserWarning):
+    """Audio a model can hear but whose result may mislead: a low sample rate, a clip far longer than training's."""
+
+
+def check_min_samples(waveform: np.ndarray, path: str | Path, min_samples: int, sample_rate: int) -> None:
+    """Refuse a clip shorter than one feature frame (10 ms): no model can hear anything in it."""
+    if len(waveform) < min_samples:
+        raise AudioError(f"{path}: only {len(waveform)} samples ({1000 * len(waveform) / sample_rate:.1f} ms) of "
+                         f"audio; at least {min_samples} samples ({1000 * min_samples / sample_rate:.0f} ms at "
+                         f"{sample_rate} Hz) are needed")
+
+
+def warn_if_misleading(path: str | Path, file_rate: int, num_samples: int, sample_rate: int = SAMPLE_RATE) -> None:
+    """Warn when a prediction may mislead: speech recorded below the model's rate (upsampling cannot restore the
+    missing band), or a clip much longer than the short commands models are trained on (one intent per file)."""
+    if file_rate < sample_rate:
+        warnings.warn(f"{path}: recorded at {file_rate} Hz, below the {sample_rate} Hz the model was trained on; "
+                      "it is upsampled, but the missing high band can change the prediction", AudioWarning,
+                      stacklevel=2)
+    seconds = num_samples / sample_rate
+    if seconds > LONG_CLIP_SECONDS:
+        warnings.warn(f"{path}: {seconds:.0f} s long, far longer than the short commands the model was trained on "
+                      f"(> {LONG_CLIP_SECONDS:.0f} s); it answers one intent for the whole file: cut it into "
+                      "commands", AudioWarning, stacklevel=2)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, allow_resample: bool = True) -> np.ndarray:
@@ -65,6 +93,14 @@ def audio_duration(path: str | Path) -> float:
     except (soundfile.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: cannot read audio header ({error})") from error
     return info.frames / info.samplerate
+
+
+def audio_sample_rate(path: str | Path) -> int:
+    """The file's own sample rate, from its header."""
+    try:
+        return int(soundfile.info(str(path)).samplerate)
+    except (soundfile.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as error:
+        raise AudioError(f"{path}: cannot read audio header ({error})") from error
 
 
 def pad_batch(waveforms: Sequence[np.ndarray | Tensor]) -> tuple[Tensor, Tensor]:

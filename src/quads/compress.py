@@ -34,6 +34,7 @@ from quads.experiment import (
     teacher_examples,
     write_json,
 )
+from quads.folder_lock import exclusive_writer
 from quads.pretune import PretunedTeacher, build_stage0_teacher, needs_frames, pretune_teacher, teacher_targets
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
@@ -102,8 +103,20 @@ def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None =
 
 def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, teacher_dir: str | Path | None = None,
              init_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-             prepared: Prepared | None = None) -> CompressResult:
-    """Train (or post-train quantize) a student with `recipe` at `bits` and write the run folder `out_dir`."""
+             prepared: Prepared | None = None, wait: bool = False) -> CompressResult:
+    """Train (or post-train quantize) a student with `recipe` at `bits` and write the run folder `out_dir`.
+
+    The run holds `out_dir`'s lock (`quads.folder_lock`): a second writer is refused (or waits, with `wait`)."""
+    if not Distributed().is_main:  # the main process holds the lock for all ranks
+        return _compress(config, recipe, bits, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
+                         progress=progress, prepared=prepared)
+    with exclusive_writer(out_dir, "compress", wait=wait):
+        return _compress(config, recipe, bits, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
+                         progress=progress, prepared=prepared)
+
+
+def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, teacher_dir: str | Path | None,
+              init_dir: str | Path | None, resume: bool, progress: bool, prepared: Prepared | None) -> CompressResult:
     started = time.perf_counter()
     out_dir = Path(out_dir)
     world = Distributed()
@@ -219,6 +232,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=Path, help="the fp32 run folder to start from (distill for ptq, sequential "
                         "and quads; fp32 for qat); trained into RUN/distill or RUN/fp32 when not given")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
+                        "instead of stopping")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
     validate_bits(bits)
     result = compress(config, args.recipe, bits, args.out, teacher_dir=args.teacher, init_dir=args.init,
-                      resume=args.resume, progress=not args.quiet)
+                      resume=args.resume, progress=not args.quiet, wait=args.wait)
     if Distributed().is_main:
         summary = result.summary
         print(f"{args.recipe} at {bits} bits: valid accuracy {result.valid_accuracy:.4f}, test accuracy "

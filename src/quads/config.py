@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -171,9 +172,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
+        if not isinstance(value, str):  # YAML reads 0123 as 83 and yes as True: never guess the string back
+            raise ConfigError(f"{where}: expected a string, got {value!r}; quote it (e.g. '0123')")
+        return value
     return value
 
 
@@ -207,7 +208,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+            raise ConfigError(f"{path}: not valid YAML: {_one_line(error)}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}); save it as UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for item in overrides or []:
@@ -218,11 +223,31 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         parts = key.strip().split(".")
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item}: '{part}' is not a section")
+        target[parts[-1]] = _override_value(parts, raw, item)
     try:
         return config_from_dict(values)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _override_value(parts: list[str], raw: str, item: str) -> Any:
+    """A --set value: verbatim for a string setting (no YAML coercion: 0123 stays '0123'), else parsed as YAML."""
+    annotation: Any = RunConfig
+    for part in parts:
+        hints = _field_types(annotation) if dataclasses.is_dataclass(annotation) else {}
+        annotation = hints.get(part)
+    if annotation is str:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({_one_line(error)})") from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -273,7 +298,7 @@ def validate(config: RunConfig) -> None:
         (config.data.slurp_recordings in ("headset", "farfield", "both"),
          "data.slurp_recordings must be headset, farfield or both"),
     ]
-    for ok, message in checks:
+    for ok, message in checks + _range_checks(config):
         if not ok:
             raise ConfigError(message)
     from quads.codebook import validate_bits
@@ -288,3 +313,33 @@ def validate(config: RunConfig) -> None:
         except ConfigError as error:
             raise ConfigError(f"quant.per_layer['{pattern}']: {error}") from None
     parse_schedule(config.quant.schedule)
+
+
+def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """Every count >= 1 and every rate, weight and ratio in its range, so a typo fails before training starts."""
+    teacher, optim, quant, distill = config.teacher, config.optim, config.quant, config.distill
+    checks = [(0 <= config.seed < 2**32, "seed must be in [0, 2**32)")]
+    for key, value in (("teacher.epochs", teacher.epochs), ("teacher.batch_size", teacher.batch_size),
+                       ("teacher.unfreeze_epochs", teacher.unfreeze_epochs),
+                       ("quant.kmeans_iterations", quant.kmeans_iterations)):
+        checks.append((value >= 1, f"{key} must be >= 1, got {value}"))
+    positive = (("teacher.lr", teacher.lr), ("teacher.encoder_lr", teacher.encoder_lr))
+    non_negative = (("teacher.weight_decay", teacher.weight_decay), ("optim.weight_decay", optim.weight_decay),
+                    ("optim.head_lr", optim.head_lr), ("optim.projection_lr", optim.projection_lr),
+                    ("optim.warmup_epochs", optim.warmup_epochs), ("optim.grad_clip", optim.grad_clip),
+                    ("quant.centroid_weight", quant.centroid_weight), ("distill.logit_weight", distill.logit_weight))
+    for key, value in positive:
+        checks.append((value > 0, f"{key} must be > 0, got {value}"))
+    for key, value in non_negative:
+        checks.append((value >= 0, f"{key} must be >= 0, got {value}"))
+    checks += [
+        (0.0 <= optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}"),
+        (0.0 <= teacher.dropout < 1.0, f"teacher.dropout must be in [0, 1), got {teacher.dropout}"),
+    ]
+    for name in ("data", "teacher", "distill", "quant", "optim"):
+        section = getattr(config, name)
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                checks.insert(0, (False, f"{name}.{item.name} must be a finite number, got {value}"))
+    return checks

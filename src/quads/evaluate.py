@@ -29,6 +29,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
-from quads.audio import load_audio
+from quads.audio import LONG_CLIP_SECONDS, AudioWarning, load_audio
 from quads.batches import ExampleSet
 from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
 from quads.data import SPLITS, Corpus, LabelMap, Utterance, open_corpus
@@ -310,6 +311,31 @@ def spread_sample(count: int, wanted: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------- the whole evaluation
 
 
+def warn_about_inputs(utterances: Sequence[Utterance], sample_rate: int) -> None:
+    """One warning per kind for audio the scores may mislead on: recorded below the model's rate, or far longer
+    than the commands it was trained on (see `quads.audio.warn_if_misleading`)."""
+    import soundfile
+
+    low, long = [], []
+    for utterance in utterances:
+        try:
+            info = soundfile.info(str(utterance.path))
+        except (soundfile.SoundFileError, RuntimeError, OSError, ValueError, TypeError):
+            continue  # reported with its path when the audio is read
+        if info.samplerate < sample_rate:
+            low.append(utterance.path)
+        if info.frames / info.samplerate > LONG_CLIP_SECONDS:
+            long.append(utterance.path)
+    if low:
+        warnings.warn(f"{len(low)} of {len(utterances)} audio files (e.g. {low[0]}) are recorded below the "
+                      f"{sample_rate} Hz the model was trained on; they are upsampled, but the missing high band "
+                      "can change the predictions", AudioWarning, stacklevel=2)
+    if long:
+        warnings.warn(f"{len(long)} of {len(utterances)} audio files (e.g. {long[0]}) are longer than "
+                      f"{LONG_CLIP_SECONDS:.0f} s, far longer than the commands the model was trained on; each "
+                      "gets one intent for the whole file", AudioWarning, stacklevel=2)
+
+
 def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "test", *,
                         cache_dir: str | Path | None = None, latency_samples: int = 50,
                         batch_size: int = BATCH_SIZE, progress: bool = True) -> EvaluationResult:
@@ -323,6 +349,7 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     label_map = LabelMap(model.labels)
     truth = [label_map.encode(utterance.label) for utterance in utterances]
 
+    warn_about_inputs(utterances, model.frontend_config.sample_rate)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     features = compute_features(utterances, model.frontend_config, cache, batch_size=batch_size, progress=progress)
     predicted = predict_features(model.classifier, features, batch_size, progress)

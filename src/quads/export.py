@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from quads.compress import load_student
+from quads.folder_lock import exclusive_writer
 from quads.packed import PackedInfo, save_packed
 from quads.quantize import CodebookQuantizer
 
@@ -45,6 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                    "as bit-packed indices + codebooks (about the packed file's size)")
     parser.add_argument("--onnx-float", type=Path, help="also write the dequantized student (every weight float32) "
                                                         "as ONNX here, for runtimes that need plain weights")
+    parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
+                        "instead of stopping")
 
 
 def export_run_onnx(packed_path: str | Path, onnx_path: str | Path, codebooks: bool = True) -> float:
@@ -61,7 +64,8 @@ def export_run_onnx(packed_path: str | Path, onnx_path: str | Path, codebooks: b
 
 
 def run(args: argparse.Namespace) -> int:
-    info = export_run(args.run_dir, args.out)
+    with exclusive_writer(args.out, "export", wait=args.wait, is_file=True):
+        info = export_run(args.run_dir, args.out)
     print(f"wrote {args.out}: {info.file_bytes:,} bytes on disk, theoretical {info.theoretical_bytes:,} bytes")
     for onnx_path, codebooks in ((args.onnx, True), (args.onnx_float, False)):
         if onnx_path:

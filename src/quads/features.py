@@ -35,7 +35,14 @@ import torch
 from tqdm import tqdm
 
 from quads.atomic import atomic_write, atomic_write_bytes
-from quads.audio import FrontEndConfig, LogMelSpectrogram, audio_duration, load_audio, pad_batch
+from quads.audio import (
+    FrontEndConfig,
+    LogMelSpectrogram,
+    audio_duration,
+    check_min_samples,
+    load_audio,
+    pad_batch,
+)
 from quads.data import SPLITS, Utterance, open_corpus
 from quads.errors import AudioError, ConfigError
 
@@ -181,6 +188,9 @@ def compute_features(
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             waveforms = [load_audio(utterances[index].path, frontend_config.sample_rate) for index in batch]
+            for index, waveform in zip(batch, waveforms, strict=True):
+                check_min_samples(waveform, utterances[index].path, frontend_config.hop_length,
+                                  frontend_config.sample_rate)
             padded, lengths = pad_batch(waveforms)
             with torch.inference_mode():
                 features, mask = frontend(padded.to(device), lengths.to(device))
@@ -209,12 +219,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="utterances per front-end batch")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="which splits")
     parser.add_argument("--skip-missing", action="store_true", help="skip utterances whose audio file is missing")
+    parser.add_argument("--drop-unknown-labels", action="store_true",
+                        help="drop valid/test utterances whose intent does not occur in train")
     parser.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="storage precision")
     parser.add_argument("--recordings", choices=("headset", "farfield", "both"), help="SLURP only (default headset)")
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {"skip_missing": args.skip_missing}
+    options = {"skip_missing": args.skip_missing, "drop_unknown_labels": args.drop_unknown_labels}
     if args.recordings:
         options["recordings"] = args.recordings
     corpus = open_corpus(args.data_dir, **options)

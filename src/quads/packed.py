@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -412,9 +413,14 @@ def _decode_version2(path: Path, entries: list[TensorEntry], tensors: dict[str, 
     return quantized, float_state
 
 
-def read_packed(path: str | Path) -> PackedContents:
+TableCheck = Callable[[dict[str, tuple[int, ...]]], None]
+
+
+def read_packed(path: str | Path, check_table: TableCheck | None = None) -> PackedContents:
     """Read and check a packed model file (format, version, tensor table against the stored sizes, SHA-256);
-    returns its tensors in stored form. Works on files of every version in READABLE_VERSIONS."""
+    returns its tensors in stored form. Works on files of every version in READABLE_VERSIONS.
+
+    `check_table(name -> shape)` may refuse the stored tensors before any is decoded (`quads.file_checks`)."""
     path = Path(path)
     data = _read_bytes(path)
     document = _parse_header(path, data, len(data))
@@ -424,6 +430,8 @@ def read_packed(path: str | Path) -> PackedContents:
         raise ModelFileError(f"{path}: damaged or truncated model file ({error})") from None
 
     entries = tensor_entries(document, path)
+    if check_table is not None:
+        check_table({entry.name: entry.shape for entry in entries})
     decode = _decode_version1 if document["format_version"] == 1 else _decode_version2
     quantized, float_state = decode(path, entries, tensors)
 
@@ -437,10 +445,11 @@ def read_packed(path: str | Path) -> PackedContents:
     return PackedContents(document, quantized, float_state)
 
 
-def load_packed(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+def load_packed(path: str | Path, check_table: TableCheck | None = None) -> tuple[dict[str, Tensor], dict]:
     """Read a packed model file: (state_dict with float32 dequantized weights, user metadata).
 
-    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use.
+    Checks the format, version, presence and sizes of every tensor and the SHA-256 digest before use;
+    `check_table` as in `read_packed`.
     """
-    contents = read_packed(path)
+    contents = read_packed(path, check_table)
     return contents.state_dict(), contents.metadata

@@ -198,10 +198,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the pre-tuned teacher")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted pre-tuning")
+    parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
+                        "instead of stopping")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    from quads.folder_lock import exclusive_writer
+
+    with exclusive_writer(args.out, "pretune", wait=args.wait):
+        return _run(args, config)
+
+
+def _run(args: argparse.Namespace, config) -> int:
     progress = not args.quiet
     corpus = load_training_corpus(config.data, progress=progress)
     teacher = build_stage0_teacher(config, corpus, args.out, progress=progress)

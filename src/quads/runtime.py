@@ -14,8 +14,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from quads.audio import FrontEndConfig, LogMelSpectrogram, load_audio, pad_batch
-from quads.packed import ModelFileError, load_packed
+from quads.audio import (
+    FrontEndConfig,
+    LogMelSpectrogram,
+    audio_sample_rate,
+    check_min_samples,
+    load_audio,
+    pad_batch,
+    warn_if_misleading,
+)
+from quads.errors import QuadsError
+from quads.file_checks import check_model_metadata, check_model_state, check_tensor_table
+from quads.packed import ModelFileError, load_packed, read_packed_header
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,9 @@ class PackedModel(nn.Module):
 
     @torch.no_grad()
     def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
+        config = self.frontend_config
+        for index, waveform in enumerate(waveforms):
+            check_min_samples(np.asarray(waveform), f"waveform {index}", config.hop_length, config.sample_rate)
         padded, lengths = pad_batch(list(waveforms))
         features, mask = self.frontend(padded, lengths)
         probabilities = torch.softmax(self.classifier(features, mask).logits, dim=-1)
@@ -52,19 +65,30 @@ class PackedModel(nn.Module):
         ]
 
     def predict_files(self, paths: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
-        return self.predict_waveforms([load_audio(path, self.frontend_config.sample_rate) for path in paths], top_k)
+        rate, waveforms = self.frontend_config.sample_rate, []
+        for path in paths:
+            waveform = load_audio(path, rate)
+            check_min_samples(waveform, path, self.frontend_config.hop_length, rate)
+            warn_if_misleading(path, audio_sample_rate(path), len(waveform), rate)
+            waveforms.append(waveform)
+        return self.predict_waveforms(waveforms, top_k)
 
 
 def load(path: str | Path) -> PackedModel:
     """Load a packed model file written by `quads export`; the module is in eval mode."""
     from quads.models import build_classifier
 
-    state, metadata = load_packed(path)
+    path = Path(path)
+    # Every field is checked before the file's payload is read and before anything is built (quads.file_checks).
+    header = read_packed_header(path)
+    spec = check_model_metadata(path, header["metadata"], file_bytes=path.stat().st_size)
+    state, metadata = load_packed(path, check_table=lambda table: check_tensor_table(path, table, spec))
+    if metadata != header["metadata"]:
+        raise ModelFileError(f"{path}: the model file changed while it was being read")
+    check_model_state(path, state, spec)
     try:
-        classifier = build_classifier(metadata["architecture"])
+        classifier = build_classifier(spec.architecture)
         classifier.load_state_dict(state)
-        frontend = FrontEndConfig(**metadata["frontend"])
-        labels = list(metadata["labels"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, QuadsError) as error:
         raise ModelFileError(f"{path}: the model file's contents do not fit together ({error})") from None
-    return PackedModel(classifier, frontend, labels, metadata).eval()
+    return PackedModel(classifier, FrontEndConfig(**spec.frontend), spec.labels, metadata).eval()

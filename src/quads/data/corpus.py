@@ -138,7 +138,8 @@ def drop_missing_audio(rows: list[SourcedUtterance], source: Path, *, skip_missi
     if not skip_missing:
         raise DataError(
             f"{source}: {len(missing)} of {len(rows)} audio files listed do not exist, e.g. {examples}{more}; "
-            "fix the paths or pass skip_missing=True to skip them"
+            "fix the paths, or skip them: --set data.skip_missing_audio=true (quads compress / pretune), "
+            "--skip-missing (quads features), skip_missing=True (Python API)"
         )
     warnings.warn(
         f"{source}: skipped {len(missing)} of {len(rows)} utterances whose audio does not exist, e.g. {examples}",
@@ -160,7 +161,8 @@ def drop_unknown_labels(
         first = unknown[0]
         raise DataError(
             f"{first.where}: label {first.utterance.label!r} in split {split!r} does not occur in {reference} "
-            f"({len(unknown)} such rows in total); pass drop_unknown_labels=True to drop them"
+            f"({len(unknown)} such rows in total); remove those rows from the split file, or drop them: "
+            "--drop-unknown-labels (quads features), drop_unknown_labels=True (Python API)"
         )
     labels = sorted({row.utterance.label for row in unknown})
     warnings.warn(

@@ -34,12 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="light noise / gain / speed / silence augmentation (default: on)")
     parser.add_argument("--force", action="store_true",
                         help="replace a corpus made with other settings (deletes its data/ and wavs/speakers/)")
+    parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
+                        "instead of stopping")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     common = {"speakers": args.speakers, "seed": args.seed, "jobs": args.jobs, "augment": args.augment,
-              "force": args.force, "progress": not args.quiet}
+              "force": args.force, "progress": not args.quiet, "wait": args.wait}
     if args.from_slurp:
         if args.per_intent is not None:
             raise ConfigError("--per-intent applies to phrase tables; --from-slurp says each record once")

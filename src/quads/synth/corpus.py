@@ -32,6 +32,7 @@ from tqdm import tqdm
 from quads import __version__
 from quads.atomic import atomic_write_text
 from quads.errors import ConfigError, DataError
+from quads.folder_lock import LOCK_NAME, exclusive_writer
 from quads.synth.augment import AugmentConfig, augment, utterance_rng
 from quads.synth.grammar import (
     FSC_SCHEMA,
@@ -97,7 +98,7 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
                       augment: bool | AugmentConfig = True,
                       utterances_per_intent: int = DEFAULT_UTTERANCES_PER_INTENT,
                       held_out_phrasings: bool = True,
-                      force: bool = False, progress: bool = True) -> SynthReport:
+                      force: bool = False, progress: bool = True, wait: bool = False) -> SynthReport:
     """Speak a phrase table (default: the built-in commands) with synthetic speakers into an FSC-layout corpus.
 
     Every speaker says every intent `utterances_per_intent` times, in different phrasings where the table has
@@ -119,12 +120,13 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
     settings = {"source": "phrase table", "table": table.fingerprint(), "seed": seed, "speakers": speaker_count,
                 "utterances_per_intent": utterances_per_intent, "held_out_phrasings": held_out_phrasings}
     return _write_corpus(Path(out_dir), table, plan, by_split, settings, seed=seed, jobs=jobs,
-                         augment_config=_augment_config(augment), force=force, progress=progress)
+                         augment_config=_augment_config(augment), force=force, progress=progress, wait=wait)
 
 
 def synthesize_slurp_corpus(out_dir: str | Path, slurp_dir: str | Path, *, speakers: int | None = None,
                             seed: int = 0, jobs: int | None = None, augment: bool | AugmentConfig = True,
-                            limit: int | None = None, force: bool = False, progress: bool = True) -> SynthReport:
+                            limit: int | None = None, force: bool = False, progress: bool = True,
+                            wait: bool = False) -> SynthReport:
     """Speak SLURP's `sentence`s (one utterance per record) into an FSC-layout corpus with an `intent` column.
 
     SLURP's splits are kept where their file exists (devel -> valid), missing ones are carved out (see
@@ -144,7 +146,7 @@ def synthesize_slurp_corpus(out_dir: str | Path, slurp_dir: str | Path, *, speak
     settings = {"source": "slurp", "table": table.fingerprint(), "seed": seed, "speakers": speaker_count,
                 "limit": limit}
     return _write_corpus(Path(out_dir), table, plan, by_split, settings, seed=seed, jobs=jobs,
-                         augment_config=_augment_config(augment), force=force, progress=progress)
+                         augment_config=_augment_config(augment), force=force, progress=progress, wait=wait)
 
 
 TEST_ONLY_PHRASINGS = 2
@@ -208,7 +210,8 @@ def _augment_config(augment_setting: bool | AugmentConfig) -> AugmentConfig | No
 
 def _write_corpus(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance],
                   speakers: dict[str, list[Speaker]], settings: dict[str, object], *, seed: int, jobs: int | None,
-                  augment_config: AugmentConfig | None, force: bool, progress: bool) -> SynthReport:
+                  augment_config: AugmentConfig | None, force: bool, progress: bool, wait: bool = False
+                  ) -> SynthReport:
     started = time.perf_counter()
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
@@ -216,6 +219,17 @@ def _write_corpus(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance
     binaries = find_engines({speaker.engine for group in speakers.values() for speaker in group})
     settings = {**settings, "augment": augment_config.to_dict() if augment_config else None,
                 "engines": engine_versions(binaries)}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder")
+    with exclusive_writer(out_dir, "synth", wait=wait):
+        return _write_locked(out_dir, table, plan, speakers, settings, seed=seed, jobs=jobs, binaries=binaries,
+                             augment_config=augment_config, force=force, progress=progress, started=started)
+
+
+def _write_locked(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance],
+                  speakers: dict[str, list[Speaker]], settings: dict[str, object], *, seed: int, jobs: int,
+                  binaries: dict[str, str], augment_config: AugmentConfig | None, force: bool, progress: bool,
+                  started: float) -> SynthReport:
     _claim_folder(out_dir, settings, force)
     description = _description(settings, speakers, counts=None, audio_seconds=None, complete=False)
     atomic_write_text(out_dir / "synth.json", json.dumps(description, indent=2) + "\n")
@@ -256,7 +270,7 @@ def _claim_folder(out_dir: Path, settings: dict[str, object], force: bool) -> No
             raise ConfigError(f"{description_path}: this folder holds a corpus made with other settings "
                               f"(different: {', '.join(changed) or 'unreadable synth.json'}); choose another "
                               f"--out, rerun with the same settings to resume, or pass --force to replace it")
-        if out_dir.exists() and any(out_dir.iterdir()):
+        if out_dir.exists() and any(entry.name != LOCK_NAME for entry in out_dir.iterdir()):
             raise ConfigError(f"{out_dir}: folder is not empty and has no synth.json; choose an empty or new "
                               f"--out, or pass --force to write into it (replacing its data/ and wavs/speakers/)")
     for owned in (out_dir / WAV_FOLDER, out_dir / "data"):
