@@ -5,6 +5,7 @@ quantized tensors, the file holds their codebook form and still equals the packe
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx
@@ -13,6 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from quads import onnx_codebook
+from quads.audio import FrontEndConfig
 from quads.errors import ConfigError
 from quads.models import IntentClassifier, build_student
 from quads.onnx_export import export_onnx, onnx_session, verify_onnx
@@ -86,7 +88,8 @@ def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None 
         warnings.simplefilter("ignore")  # tensors too small for their codebook stay float
         quantized = post_training_quantize(classifier, QuantizationSpec(bits=bits, per_layer=per_layer or {})).export()
     float_state = {key: t for key, t in classifier.state_dict().items() if key not in quantized}
-    metadata = {"architecture": classifier.config_dict(), "frontend": {"n_mels": 80}, "labels": list("abcdefg")}
+    metadata = {"architecture": classifier.config_dict(), "frontend": asdict(FrontEndConfig()),
+                "labels": list("abcdefg")}
     save_packed(tmp_path / f"{name}{bits}.quads", float_state, quantized, metadata)
     return load(tmp_path / f"{name}{bits}.quads")
 

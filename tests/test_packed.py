@@ -367,7 +367,9 @@ def test_a_version_1_student_predicts_what_it_predicted(tmp_path):
     classifier = build_student(num_labels=5, encoder="conv-50k", n_mels=80, head="mlp").eval()
     quantized = post_training_quantize(classifier, QuantizationSpec(bits=2)).export()
     float_state = {name: t for name, t in classifier.state_dict().items() if name not in quantized}
-    metadata = {"architecture": classifier.config_dict(), "frontend": {"n_mels": 80}, "labels": list("abcde")}
+    metadata = {"architecture": classifier.config_dict(),
+                "frontend": {"n_mels": 80, "sample_rate": 16000, "n_fft": 400, "hop_length": 160},
+                "labels": list("abcde")}
     save_version1(tmp_path / "v1.quads", float_state, quantized, metadata)
     save_packed(tmp_path / "v2.quads", float_state, quantized, metadata)
 

@@ -15,7 +15,7 @@ from quads.distill import ce_weights, distillation_weights
 from quads.errors import QuadsError
 from quads.train import CheckpointMismatch, Stage, TeacherTargets, TrainingDiverged, fit, load_checkpoint
 
-OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, warmup_epochs=0.5, spec_augment=True)
+OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=True)
 
 
 def _fit(run_dir, *, epochs=4, resume=False, fingerprint="a", teacher=None, stages=None):

@@ -148,6 +148,8 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
             raise ConfigError(f"{init}: the initial student has another architecture or label set than this config")
         classifier.load_state_dict(initial["model"])
         projection_state = initial.get("projection")
+    elif config.student.init_head and prepared.teacher is not None:
+        copy_teacher_head(classifier, prepared.teacher.head)
 
     targets = None
     if recipe_plan.uses_teacher:
@@ -210,6 +212,23 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
         write_json(out_dir / SUMMARY_FILE, summary)
     world.barrier()
     return CompressResult(out_dir, recipe, bits, valid_accuracy, test_accuracy, summary)
+
+
+def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module) -> bool:
+    """Copy the pre-tuned teacher head's attention pooling and classifier into the student where every shape
+    matches (attnpool teacher, attention-pooled student with a "norm" head of the same width); True if copied."""
+    pairs = [(getattr(classifier, "pooling", None), getattr(teacher_head, "pool", None)),
+             (getattr(classifier, "head", None), getattr(teacher_head, "classifier", None))]
+    for student_part, teacher_part in pairs:
+        if student_part is None or teacher_part is None:
+            return False
+        ours, theirs = student_part.state_dict(), teacher_part.state_dict()
+        if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+            return False
+    for student_part, teacher_part in pairs:
+        student_part.load_state_dict(teacher_part.state_dict())
+    logger.info("student pooling and head start from the pre-tuned teacher's")
+    return True
 
 
 def load_student(run_dir: str | Path) -> dict[str, Any]:

@@ -61,8 +61,11 @@ class StudentConfig:
     # a preset name from quads.models: pretrained (whisper-tiny.en-2l: the teacher's first 2 layers) or from
     # scratch (conv-200k, transformer-1m, ...), or whisper:NAME_OR_DIR (cut with overrides {encoder_layers: N})
     encoder: str = "whisper-tiny.en-2l"
-    head: str = "linear"
+    head: str = "norm"  # linear | mlp | norm (LayerNorm + linear, the attnpool teacher head's layout)
     pooling: str = "attention"  # mean | attention (learned attention pooling over the encoder's frames)
+    # Start the student's pooling and head from the pre-tuned teacher head's when their shapes match (a student
+    # cut from the teacher then begins as the teacher's own classifier on its first layers).
+    init_head: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change, e.g. {width: 96}
 
 

@@ -23,7 +23,7 @@ from quads.models.encoder import masked_mean_pool
 from quads.models.pooling import AttentionPool
 from quads.models.transformer import TransformerBlock, attention_bias, sinusoidal_positions
 
-STUDENT_HEAD_KINDS = ("linear", "mlp")
+STUDENT_HEAD_KINDS = ("linear", "mlp", "norm")
 TEACHER_HEAD_KINDS = ("linear", "mlp", "attention", "attnpool")
 
 
@@ -34,6 +34,8 @@ def build_head(
     _check_sizes(embed_dim, num_labels)
     if kind == "linear":
         return nn.Linear(embed_dim, num_labels)
+    if kind == "norm":  # LayerNorm + linear: the layout of the attnpool teacher head's classifier (copyable)
+        return nn.Sequential(nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_labels))
     if kind == "mlp":
         hidden = hidden_dim or embed_dim
         if hidden <= 0:
