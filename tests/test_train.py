@@ -126,3 +126,18 @@ def test_two_process_gloo_training_matches_one_process(tmp_path):
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=1e-4)
+
+
+def test_length_buckets_are_a_seeded_permutation_with_little_padding():
+    from quads.batches import global_batches
+
+    lengths = torch.randint(50, 400, (500,), generator=torch.Generator().manual_seed(0))
+    epoch3 = global_batches(500, 16, 0, 3, lengths=lengths)
+    assert all(torch.equal(a, b) for a, b in zip(epoch3, global_batches(500, 16, 0, 3, lengths=lengths), strict=True))
+    assert sorted(torch.cat(epoch3).tolist()) == list(range(500))  # the partial batch of 4 is kept
+    assert not torch.equal(torch.cat(epoch3), torch.cat(global_batches(500, 16, 0, 4, lengths=lengths)))
+
+    def padding(batches):
+        return sum(int(lengths[b].max()) * len(b) for b in batches) / int(lengths[torch.cat(batches)].sum())
+
+    assert padding(epoch3) < 1.15 < 1.4 < padding(global_batches(500, 16, 0, 3))

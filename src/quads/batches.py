@@ -69,9 +69,30 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(num_examples, generator=generator)
 
 
-def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, world_size: int = 1) -> list[Tensor]:
-    """Global batches of one epoch. The last partial batch is dropped when any rank would get no example."""
+BUCKET_BATCHES = 16  # batches whose examples are sorted by length together
+
+
+def bucket_by_length(order: Tensor, lengths: Tensor, batch_size: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled order regrouped so each batch holds examples of similar length (less padding to compute):
+    each run of BUCKET_BATCHES batches' worth of examples is sorted by length and cut into batches, then the
+    full batches are shuffled (the partial one stays last). Still a pure function of (seed, epoch)."""
+    size = BUCKET_BATCHES * batch_size
+    chunks = [order[start : start + size] for start in range(0, len(order), size)]
+    ordered = torch.cat([chunk[torch.argsort(lengths[chunk], stable=True)] for chunk in chunks])
+    batches = list(ordered.split(batch_size))
+    partial = [batches.pop()] if len(batches[-1]) < batch_size else []
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return torch.cat(shuffled + partial)
+
+
+def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
+                   lengths: Tensor | None = None) -> list[Tensor]:
+    """Global batches of one epoch (grouped by similar `lengths` when given). The last partial batch is dropped
+    when any rank would get no example."""
     order = epoch_order(num_examples, seed, epoch)
+    if lengths is not None and num_examples > 0:
+        order = bucket_by_length(order, lengths, batch_size, seed, epoch)
     batches = [order[i : i + batch_size] for i in range(0, num_examples, batch_size)]
     if batches and len(batches[-1]) < max(world_size, 2):
         batches.pop()

@@ -115,6 +115,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
     spec_augment: bool = False
+    bucket_by_length: bool = True  # batches of similar lengths (less padding computed; order still seeded)
 
 
 @dataclass

@@ -342,7 +342,8 @@ def fit(
     if world.world_size > 1:
         trained = nn.parallel.DistributedDataParallel(module)
 
-    batches_per_epoch = len(global_batches(len(train_set), optim.batch_size, seed, 0, world.world_size))
+    lengths = train_set.lengths if optim.bucket_by_length else None
+    batches_per_epoch = len(global_batches(len(train_set), optim.batch_size, seed, 0, world.world_size, lengths))
     if batches_per_epoch == 0:
         raise QuadsError(f"the train set has {len(train_set)} utterances, fewer than one batch")
     total_epochs = sum(stage.epochs for stage in stages)
@@ -386,7 +387,7 @@ def fit(
             resumed_quantizer_state = None
         weights = stage.weights
         sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, correct, examples, l1
-        batches = global_batches(len(train_set), optim.batch_size, seed, epoch, world.world_size)
+        batches = global_batches(len(train_set), optim.batch_size, seed, epoch, world.world_size, lengths)
         generator = torch.Generator().manual_seed(seed * 7919 + epoch)
         bar = tqdm(batches, desc=f"{description} {epoch + 1}/{total_epochs} [{stage.name}]", leave=False,
                    disable=not (progress and world.is_main), unit="batch")
