@@ -105,7 +105,7 @@ class QuantConfig:
 class OptimConfig:
     """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
 
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 16
     lr: float = 5e-4  # pretrained students: a fine-tuning rate (from-scratch students: 2e-3)
     head_lr: float = 2e-3  # 0 = same as lr
