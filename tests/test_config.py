@@ -51,3 +51,10 @@ def test_saved_config_loads_back_identically(tmp_path):
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert load_config(tmp_path / "config.yaml").fingerprint() == config.fingerprint()
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5E-4"])
+    assert config.optim.lr == 1e-4 and config.optim.head_lr == 5e-4
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a number"):
+        load_config(None, overrides=["optim.lr=fast"])

@@ -107,8 +107,8 @@ class OptimConfig:
 
     epochs: int = 4
     batch_size: int = 16
-    lr: float = 5e-4  # pretrained students: a fine-tuning rate (from-scratch students: 2e-3)
-    head_lr: float = 2e-3  # 0 = same as lr
+    lr: float = 1e-4  # pretrained students: a fine-tuning rate (from-scratch students: 2e-3)
+    head_lr: float = 5e-4  # 0 = same as lr
     projection_lr: float = 0.0  # 0 = same as lr
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
@@ -168,6 +168,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as text: accept what float() reads
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
