@@ -82,19 +82,14 @@ def ctranslate2_variables(model: WhisperForConditionalGeneration) -> dict[str, n
     for conv in ("conv1", "conv2"):
         put(f"encoder/{conv}/weight", state[f"model.encoder.{conv}.weight"])
         put(f"encoder/{conv}/bias", state[f"model.encoder.{conv}.bias"])
-    put("encoder/position_encodings/encodings", state["model.encoder.embed_positions.weight"])
-    for i in range(model.config.encoder_layers):
-        block(f"model.encoder.layers.{i}", f"encoder/layer_{i}", cross=False)
-    put("encoder/layer_norm/gamma", state["model.encoder.layer_norm.weight"])
-    put("encoder/layer_norm/beta", state["model.encoder.layer_norm.bias"])
-    out["encoder/num_heads"] = np.array(model.config.encoder_attention_heads, dtype=np.int16)
     put("decoder/embeddings/weight", state["model.decoder.embed_tokens.weight"])
-    put("decoder/position_encodings/encodings", state["model.decoder.embed_positions.weight"])
-    for i in range(model.config.decoder_layers):
-        block(f"model.decoder.layers.{i}", f"decoder/layer_{i}", cross=True)
-    put("decoder/layer_norm/gamma", state["model.decoder.layer_norm.weight"])
-    put("decoder/layer_norm/beta", state["model.decoder.layer_norm.bias"])
-    out["decoder/num_heads"] = np.array(model.config.decoder_attention_heads, dtype=np.int16)
+    for side in ("encoder", "decoder"):
+        put(f"{side}/position_encodings/encodings", state[f"model.{side}.embed_positions.weight"])
+        for i in range(getattr(model.config, f"{side}_layers")):
+            block(f"model.{side}.layers.{i}", f"{side}/layer_{i}", cross=side == "decoder")
+        put(f"{side}/layer_norm/gamma", state[f"model.{side}.layer_norm.weight"])
+        put(f"{side}/layer_norm/beta", state[f"model.{side}.layer_norm.bias"])
+        out[f"{side}/num_heads"] = np.array(getattr(model.config, f"{side}_attention_heads"), dtype=np.int16)
     out["decoder/activation"] = np.array(3, dtype=np.int8)
     return out
 

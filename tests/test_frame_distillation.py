@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-from tests.helpers.toy import toy_examples
+from tests.helpers.toy import ToyClassifier, toy_examples
 from torch import nn
 
 from quads.batches import ExampleSet
 from quads.config import DistillConfig
 from quads.distill import align_frames, distillation_weights, frame_l1
 from quads.models import IntentClassifier, TeacherHead
-from quads.models.classifier import ClassifierOutput
 from quads.models.pooling import AttentionPool
 from quads.train import Stage, TeacherTargets, fit
 
@@ -65,21 +64,6 @@ def test_attention_pool_can_find_the_one_frame_that_matters() -> None:
     assert accuracy > 0.95
 
 
-class ToyFrameClassifier(nn.Module):
-    """ToyClassifier with the frames exposed, as IntentClassifier does (what frame-level distillation needs)."""
-
-    def __init__(self, channels: int = 8, width: int = 16, classes: int = 3):
-        super().__init__()
-        self.conv = nn.Conv1d(channels, width, 3, padding=1)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, inputs, mask):
-        frames = torch.relu(self.conv(inputs)).transpose(1, 2)
-        weights = mask.unsqueeze(-1).float()
-        embedding = (frames * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return ClassifierOutput(self.head(embedding), embedding, frames, mask)
-
-
 def _teacher_for(examples: ExampleSet, width: int = 6) -> TeacherTargets:
     generator = torch.Generator().manual_seed(1)
     mixing = torch.randn(8, width, generator=generator)
@@ -92,7 +76,7 @@ def test_frame_distillation_pulls_every_frame_toward_the_teacher(tmp_path) -> No
     teacher = _teacher_for(train)
     weights = distillation_weights(DistillConfig(alpha=0.9))
     torch.manual_seed(0)
-    result = fit(ToyFrameClassifier(), train, valid, [Stage("distill", 6, weights)], _optim(), tmp_path / "run",
+    result = fit(ToyClassifier(), train, valid, [Stage("distill", 6, weights)], _optim(), tmp_path / "run",
                  teacher=teacher, progress=False, distributed=False)
     l1 = [row["train_l1"] for row in result.history]
     assert l1[-1] < 0.7 * l1[0]
@@ -106,13 +90,13 @@ def test_the_next_recipe_starts_with_the_projection_the_distilled_student_ended_
     teacher = _teacher_for(train)
     weights = distillation_weights(DistillConfig(alpha=0.9))
     torch.manual_seed(0)
-    student = ToyFrameClassifier()
+    student = ToyClassifier()
     first = fit(student, train, valid, [Stage("distill", 6, weights)], _optim(), tmp_path / "a", teacher=teacher,
                 progress=False, distributed=False)
     ended = first.history[-1]["train_l1"]
     runs = {}
     for name, carried in (("carried", first.projection_state), ("fresh", None)):
-        copy = ToyFrameClassifier()
+        copy = ToyClassifier()
         copy.load_state_dict(first.model_state)
         torch.manual_seed(0)
         runs[name] = fit(copy, train, valid, [Stage("distill", 1, weights)], _optim(lr=1e-4), tmp_path / name,

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from quads.batches import ExampleSet
+from quads.models.classifier import ClassifierOutput
 
 
 def toy_examples(count: int, seed: int, channels: int = 8, classes: int = 3) -> ExampleSet:
@@ -21,6 +22,8 @@ def toy_examples(count: int, seed: int, channels: int = 8, classes: int = 3) -> 
 
 
 class ToyClassifier(nn.Module):
+    """A conv layer, masked mean pooling and a linear head; outputs like IntentClassifier (frames included)."""
+
     def __init__(self, channels: int = 8, width: int = 16, classes: int = 3):
         super().__init__()
         self.conv = nn.Conv1d(channels, width, 3, padding=1)
@@ -30,4 +33,4 @@ class ToyClassifier(nn.Module):
         frames = torch.relu(self.conv(inputs)).transpose(1, 2)
         weights = mask.unsqueeze(-1).float()
         embedding = (frames * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.head(embedding), embedding
+        return ClassifierOutput(self.head(embedding), embedding, frames, mask)
