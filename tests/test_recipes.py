@@ -62,3 +62,15 @@ def test_unknown_recipe_and_schedule_not_ending_on_quantize_are_refused():
         plan("quadz", config)
     with pytest.raises(ConfigError, match="must end on a quantize stage"):
         plan("quads", config)
+
+
+def test_two_bit_recipes_train_at_the_low_bit_rate_and_the_rest_at_optim_lr():
+    from quads.compress import training_optim
+
+    config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.low_bit_lr=1e-3"])
+    for recipe, bits, expected in (("quads", 2, (1e-3, 1e-3)), ("sequential", 2, (1e-3, 1e-3)),
+                                   ("quads", 4, (1e-4, 5e-4)), ("distill", 32, (1e-4, 5e-4))):
+        optim = training_optim(config, plan(recipe, config, bits))
+        assert (optim.lr, optim.head_lr) == expected, (recipe, bits)
+    off = load_config(None, overrides=["optim.lr=1e-4", "quant.low_bit_lr=0"])
+    assert training_optim(off, plan("quads", off, 2)).lr == 1e-4

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.batches import ExampleSet
-from quads.config import RunConfig, add_config_arguments, load_config, save_config
+from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
 from quads.experiment import (
@@ -163,7 +163,7 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
     if recipe_plan.stages:
         fingerprint = config.fingerprint() + f"/{recipe}/{bits}/{corpus_fingerprint(prepared.corpus)}"
         result = fit(classifier, prepared.student["train"], prepared.student["valid"], list(recipe_plan.stages),
-                     config.optim, out_dir, seed=config.seed, teacher=targets,
+                     training_optim(config, recipe_plan), out_dir, seed=config.seed, teacher=targets,
                      quantizer_factory=lambda model: CodebookQuantizer(model, spec, fit=False),
                      fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b",
                      projection_state=projection_state)
@@ -212,6 +212,18 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
         write_json(out_dir / SUMMARY_FILE, summary)
     world.barrier()
     return CompressResult(out_dir, recipe, bits, valid_accuracy, test_accuracy, summary)
+
+
+LOW_BITS = 2  # codebooks of this many bits or fewer train at quant.low_bit_lr
+
+
+def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:
+    """The optimiser settings of a recipe: quant.low_bit_lr (when set) is the peak rate, for encoder and head
+    alike, of a recipe that trains on codebooks of LOW_BITS or fewer; every other recipe keeps optim's rates."""
+    low_bits = recipe_plan.bits <= LOW_BITS and any(stage.quantize for stage in recipe_plan.stages)
+    if low_bits and config.quant.low_bit_lr > 0:
+        return replace(config.optim, lr=config.quant.low_bit_lr, head_lr=config.quant.low_bit_lr)
+    return config.optim
 
 
 def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module) -> bool:
