@@ -322,3 +322,18 @@ def test_cli_writes_the_corpus_and_prints_a_summary(tmp_path, capsys):
     assert main(args) == 0
     assert "9 utterances" in capsys.readouterr().out
     assert len(read_rows(out / "data" / "train_data.csv")) == 3
+
+
+def test_a_split_column_pins_wordings_to_splits(tmp_path):
+    path = tmp_path / "orders.tsv"
+    path.write_text("transcription\tintent\tsplit\nbuy eggs now\teggs\ttrain\nget eggs later\teggs\ttrain\n"
+                    "order eggs today\teggs\tvalid\nfetch eggs for me\teggs\ttest\nbuy milk now\tmilk\ttrain\n"
+                    "order milk today\tmilk\tvalid\nfetch milk for me\tmilk\ttest\n", encoding="utf-8")
+    table = load_phrase_table(path)
+    splits = split_speakers(make_speakers(12, seed=0), seed=0)
+    plan = plan_phrase_corpus(table, splits, 0, 2)
+    said = {split: {item.phrase.transcription for item in plan if item.split == split} for split in SPLITS}
+    assert said["test"] == {"fetch eggs for me", "fetch milk for me"}
+    assert said["train"] == {"buy eggs now", "get eggs later", "buy milk now"}
+    assert {"order eggs today", "order milk today"} <= said["valid"] <= said["train"] | {"order eggs today",
+                                                                                          "order milk today"}
