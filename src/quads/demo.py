@@ -24,7 +24,7 @@ from quads.report import results_markdown, write_results
 # Trimmed to what a laptop finishes in minutes; `quads ablate` runs every recipe at every width.
 DEMO_CELLS = (("distill", 32), ("ptq", 4), ("ptq", 2), ("sequential", 2), ("quads", 4), ("quads", 2))
 FSDD_CELLS = (("distill", 32), ("quads", 4), ("quads", 2))
-TITLE = "QUADS on the built-in synthetic command corpus (31 FSC intents; test: unseen wordings and voice families)"
+TITLE = "QUADS, built-in commands (31 intents; test: unseen wordings and voices)"
 
 
 def run_demo(out_dir: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None, *,
