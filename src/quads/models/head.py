@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from quads.errors import ConfigError
 from quads.models.encoder import masked_mean_pool
-from quads.models.pooling import AttentionPool
+from quads.models.pooling import AttentionPool, default_heads
 from quads.models.transformer import TransformerBlock, attention_bias, sinusoidal_positions
 
 STUDENT_HEAD_KINDS = ("linear", "mlp", "norm")
@@ -79,13 +79,11 @@ class TeacherHead(nn.Module):
         self.context: TransformerBlock | None = None
         self.pool: AttentionPool | None = None
         if kind == "attnpool":
-            self.n_heads = n_heads or (4 if embed_dim % 4 == 0 else 1)
+            self.n_heads = n_heads or default_heads(embed_dim)
             self.pool = AttentionPool(embed_dim, self.n_heads)
-            self.classifier = nn.Sequential(
-                nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_labels)
-            )
+            self.classifier = build_head("norm", embed_dim, num_labels, dropout=dropout)
         elif kind == "attention":
-            heads = n_heads or (4 if embed_dim % 4 == 0 else 1)
+            heads = n_heads or default_heads(embed_dim)
             if embed_dim % heads or embed_dim % 2:
                 raise ConfigError(
                     f"attention teacher head: embed_dim = {embed_dim} must be even and divisible by n_heads = {heads}"
@@ -93,9 +91,7 @@ class TeacherHead(nn.Module):
             self.n_heads = heads
             self.input_norm = nn.LayerNorm(embed_dim)
             self.context = TransformerBlock(embed_dim, heads, hidden_dim or 2 * embed_dim, dropout)
-            self.classifier = nn.Sequential(
-                nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_labels)
-            )
+            self.classifier = build_head("norm", embed_dim, num_labels, dropout=dropout)
         else:
             self.n_heads = None
             self.classifier = build_head(kind, embed_dim, num_labels, hidden_dim, dropout)

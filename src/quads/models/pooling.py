@@ -40,12 +40,17 @@ class AttentionPool(nn.Module):
         return torch.einsum("bth,bthd->bhd", weights, values).reshape(batch, dim)
 
 
+def default_heads(embed_dim: int) -> int:
+    """Attention heads when none are given: 4 where the width divides, else 1."""
+    return 4 if embed_dim % 4 == 0 else 1
+
+
 def build_pooling(kind: str, embed_dim: int) -> nn.Module | None:
     """None for mean pooling (nothing to learn), an AttentionPool for "attention"."""
     if kind == "mean":
         return None
     if kind == "attention":
-        return AttentionPool(embed_dim, heads=4 if embed_dim % 4 == 0 else 1)
+        return AttentionPool(embed_dim, heads=default_heads(embed_dim))
     raise ConfigError(f"unknown pooling {kind!r}; expected one of {', '.join(POOLINGS)}")
 
 
