@@ -55,6 +55,7 @@ class Prepared:
     student: dict[str, ExampleSet]
     teacher: PretunedTeacher | None = None
     teacher_frames: TeacherFrames | None = None
+    teacher_encoder: Any = None  # the frozen teacher the frames came from (fine-tuned with teacher.unfreeze)
 
 
 @dataclass
@@ -92,6 +93,7 @@ def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None =
         if teacher_dir is None:
             raise ConfigError("a teacher folder is needed to distil")
         teacher = build_stage0_teacher(config, prepared.corpus, teacher_dir, progress=progress)
+        prepared.teacher_encoder = teacher
         prepared.teacher_frames = teacher_examples(prepared.corpus, teacher, config.data, progress=progress,
                                                    pooled=not needs_frames(config))
         prepared.teacher = pretune_teacher(config, prepared.corpus, prepared.teacher_frames, teacher_dir,

@@ -96,11 +96,8 @@ def fsdd_rows(config: RunConfig, cells: list[Cell], out_dir: str | Path, recordi
     manifest = out_dir / "fsdd.csv"
     write_fsdd_manifest(recordings, manifest, limit)
     fsdd = load_manifest(manifest, prepared.corpus.label_map).splits["test"]
-
-    from quads.models import build_teacher
-
-    teacher = build_teacher(config.teacher.spec)
-    frames = teacher_frame_embeddings(fsdd, teacher, TeacherCache(cache_root(config.data) / "teacher"),
+    # The teacher the grid distilled from (with teacher.unfreeze, the fine-tuned one), not a fresh build.
+    frames = teacher_frame_embeddings(fsdd, prepared.teacher_encoder, TeacherCache(cache_root(config.data) / "teacher"),
                                       pooled=not needs_frames(config), progress=progress)
     labels = [prepared.corpus.label_map.encode(u.label) for u in fsdd]
     predicted = predict_logits(prepared.teacher.head, ExampleSet(frames, labels, time_dim=0)).argmax(-1).tolist()
