@@ -96,12 +96,15 @@ def test_a_bad_bit_width_is_a_config_error(bits):
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 def test_after_hard_snap_each_tensor_has_at_most_two_to_the_b_distinct_values(bits):
     model = tiny_model()
+    with torch.no_grad():
+        model.norm.weight.copy_(torch.linspace(0.5, 1.5, model.norm.weight.numel()))
+    norm_before = model.norm.weight.detach().clone()
     spec = QuantizationSpec(bits=bits, min_numel_per_centroid=1)
     quantizer = CodebookQuantizer(model, spec)
     quantizer.hard_snap()
     for name in quantizer.bits:
         assert model.get_parameter(name).unique().numel() <= 2**bits, name
-    assert model.norm.weight.unique().numel() >= 1  # norms untouched (not selected)
+    assert torch.equal(model.norm.weight, norm_before)  # norms untouched (not selected)
 
 
 def test_hard_snap_with_sixteen_bits_rounds_to_float16():
@@ -188,26 +191,78 @@ def test_the_straight_through_gradient_is_the_gradient_at_the_snapped_weights():
 def test_add_centroid_gradient_matches_autograd_of_the_centroid_loss():
     model = tiny_model()
     quantizer = CodebookQuantizer(model, QuantizationSpec(bits=2, per_layer={"embed.*": 16}))
+    codebook_names = ["conv.weight", "head.weight"]  # the 16-bit embedding has no centroid term
+    variances = {name: model.get_parameter(name).detach().var(unbiased=False) for name in codebook_names}
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.01 * torch.randn_like(param))  # latent weights off their centroids
-    codebook_names = ["conv.weight", "head.weight"]  # the 16-bit embedding has no centroid term
     leaves = {name: model.get_parameter(name).detach().clone().requires_grad_() for name in codebook_names}
-    terms = [(leaves[name] - quantizer.centroids(name)[quantizer.assignments(name)].view_as(leaves[name]))
-             .pow(2).mean() for name in codebook_names]
-    expected_loss = torch.stack(terms).mean()
+    distances = {name: leaves[name] - quantizer.centroids(name)[quantizer.assignments(name)].view_as(leaves[name])
+                 for name in codebook_names}
+    expected_loss = torch.stack([distances[n].pow(2).sum() / variances[n] for n in codebook_names]).mean()
     expected_loss.backward()
+    expected_spread = sum(float(distances[n].detach().pow(2).mean() / variances[n]) for n in codebook_names) / 2
 
     coefficient = 0.7
     for name, param in model.named_parameters():
         param.grad = torch.zeros_like(param) if name in codebook_names else torch.full_like(param, 0.5)
-    value = quantizer.add_centroid_gradient(coefficient)
-    assert torch.allclose(value, expected_loss.detach(), rtol=1e-6)
+    spread = quantizer.add_centroid_gradient(coefficient)
+    assert spread == pytest.approx(expected_spread, rel=1e-5)
+    assert spread == pytest.approx(quantizer.latent_spread(), rel=1e-6)
+    assert float(quantizer.centroid_loss()) == pytest.approx(float(expected_loss.detach()), rel=1e-5)
     for name in codebook_names:
         assert torch.allclose(model.get_parameter(name).grad, coefficient * leaves[name].grad, rtol=1e-5,
                               atol=1e-12), name
     assert torch.equal(model.embed.weight.grad, torch.full_like(model.embed.weight, 0.5))
     assert torch.equal(model.norm.weight.grad, torch.full_like(model.norm.weight, 0.5))
+
+
+def test_the_centroid_pull_on_a_weight_ignores_its_tensors_size_and_scale():
+    """Two tensors, one 100 times larger in scale and 16 times in size, at the same relative offset from
+    their centroids: the pull relative to each tensor's spread is the same, and not a 1/numel sliver."""
+    small, large = nn.Linear(8, 8, bias=False), nn.Linear(32, 32, bias=False)
+    with torch.no_grad():
+        large.weight.mul_(100.0)
+    model = nn.Sequential(small, large)
+    quantizer = CodebookQuantizer(model, QuantizationSpec(bits=2))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * param.std() * torch.randn_like(param))
+    quantizer.add_centroid_gradient(1.0)
+    relative = [float((param.grad * param.detach().std()).abs().mean()) for param in model.parameters()]
+    assert relative[0] == pytest.approx(relative[1], rel=0.3)
+    assert min(relative) > 0.01  # O(0.1 / T): comparable to a CE gradient, not 1e-6 of it
+
+
+def test_reassign_to_nearest_moves_drifted_weights_and_keeps_at_most_2_to_the_b_values():
+    model = tiny_model()
+    quantizer = CodebookQuantizer(model, QuantizationSpec(bits=2))
+    before = quantizer.assignments("conv.weight")
+    with torch.no_grad():
+        model.conv.weight.add_(0.5 * model.conv.weight.std() * torch.randn_like(model.conv.weight))
+    centroids = quantizer.centroids("conv.weight")
+    changed = quantizer.reassign_to_nearest()
+    after = quantizer.assignments("conv.weight")
+    assert 0 < changed < 1 and not torch.equal(before, after)
+    distance = (model.conv.weight.detach().reshape(-1, 1) - centroids.reshape(1, -1)).abs()
+    assert torch.equal(distance.gather(1, after.reshape(-1, 1)).squeeze(1), distance.min(1).values)
+    weights = model.conv.weight.detach().reshape(-1)
+    for cluster in after.unique().tolist():  # then each centroid is its new cluster's mean
+        assert quantizer.centroids("conv.weight")[cluster] == pytest.approx(float(weights[after == cluster].mean()),
+                                                                           rel=1e-5)
+    quantizer.hard_snap()
+    assert 2 <= model.conv.weight.unique().numel() <= 4
+
+
+def test_a_larger_centroid_coefficient_leaves_a_smaller_latent_spread():
+    spreads = []
+    for coefficient in (0.0, 1.0):
+        model, inputs, targets = toy_regression()
+        quantizer = CodebookQuantizer(model, QuantizationSpec(bits=2))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        train_under_hooks(model, quantizer, optimizer, inputs, targets, steps=40, coefficient=coefficient)
+        spreads.append(quantizer.latent_spread())
+    assert spreads[1] < 0.5 * spreads[0]
 
 
 def test_add_centroid_gradient_creates_missing_gradients():
@@ -260,7 +315,8 @@ def test_hooks_refuse_to_run_in_the_wrong_order():
 
 
 def train_under_hooks(model: nn.Module, quantizer: CodebookQuantizer, optimizer: torch.optim.Optimizer,
-                      inputs: torch.Tensor, targets: torch.Tensor, steps: int) -> list[float]:
+                      inputs: torch.Tensor, targets: torch.Tensor, steps: int,
+                      coefficient: float = 1.0) -> list[float]:
     losses = []
     for _ in range(steps):
         quantizer.swap_in_snapped()
@@ -268,7 +324,7 @@ def train_under_hooks(model: nn.Module, quantizer: CodebookQuantizer, optimizer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         quantizer.restore_latent()
-        quantizer.add_centroid_gradient(1.0)
+        quantizer.add_centroid_gradient(coefficient)
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         quantizer.update_centroids()

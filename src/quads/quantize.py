@@ -9,12 +9,25 @@ for every optimizer step:
     quantizer.swap_in_snapped()          # param <- snapped(latent); latent kept aside
     loss.backward()                      # gradient at the snapped point (DDP all-reduces it here)
     quantizer.restore_latent()           # param <- latent; grads stay: the STE
-    value = quantizer.add_centroid_gradient(coefficient)   # analytic d L_centroid / d w, no second backward
+    spread = quantizer.add_centroid_gradient(coefficient)  # analytic d L_centroid / d w, no second backward
     clip_grad_norm_(...); optimizer.step()                 # updates the latent weights
     quantizer.update_centroids()         # each centroid <- mean of its cluster's latent weights
 
-Assignments stay fixed within a quantization stage; `reassign()` refits the codebooks (k-means on the current
-weights) at the start of each stage and `hard_snap()` writes the snapped weights into the model at its end.
+and at the end of every epoch of a quantization stage but its last `reassign_to_nearest()`. `reassign()` refits
+the codebooks (k-means on the current weights) at the start of each stage and `hard_snap()` writes the
+snapped weights into the model at its end.
+
+Why the centroid term acts. L_centroid = (1/T) sum_t sum_i (w_ti - c_t[a_ti])^2 / var_t over the T codebook
+tensors, var_t being tensor t's weight variance when its codebook was fitted. Normalising by the variance and
+the number of tensors, not by elements, makes the pull on one weight, 2 (w - c) / (T var_t), independent of
+its tensor's size and scale, so lambda means the same for a 1k-weight conv and a 1M-weight projection, and
+the pull is of the order of CE's gradient rather than 1e-6 of it. Centroids still follow their cluster means
+every step, so the pull sums to zero inside each cluster and does not move the codebook; what it moves is
+the spread of the latent weights around their centroids, and that spread now matters because the assignments
+are refreshed (nearest centroid) after every epoch: lambda = 0 lets latent weights drift under CE until they
+change cluster; a large lambda holds each weight at its centroid, so the codebook moves as a whole. The
+spread (mean over tensors of mean_i (w - c)^2 / var_t; `latent_spread()`) is what the training history
+records before each hard snap.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from quads.codebook import (
     FLOAT_BITS,
     FP16_BITS,
     QuantizedTensor,
+    assign_to_codebook,
     fit_codebook,
     has_codebook,
     validate_bits,
@@ -112,6 +126,7 @@ class _TensorState:
     centroids: Tensor | None = None  # float32 [2^b] on the parameter's device
     indices: Tensor | None = None  # int64 [numel] on the parameter's device, fixed within a stage
     counts: Tensor | None = None  # int64 [2^b] members per cluster (constant while indices are)
+    variance: Tensor | None = None  # float32 scalar: the weights' variance when the codebook was fitted
     latent: Tensor | None = None  # buffer holding the latent weights while snapped ones are swapped in
 
     def snapped(self) -> Tensor:
@@ -125,10 +140,15 @@ class _TensorState:
     def follow_device(self) -> None:
         """Move the codebook to the parameter's device if the model was moved after fitting."""
         if self.centroids is not None and self.centroids.device != self.param.device:
-            assert self.indices is not None and self.counts is not None
+            assert self.indices is not None and self.counts is not None and self.variance is not None
             device = self.param.device
-            self.centroids, self.indices, self.counts = (t.to(device) for t in (self.centroids, self.indices,
-                                                                                 self.counts))
+            self.centroids, self.indices, self.counts, self.variance = (
+                t.to(device) for t in (self.centroids, self.indices, self.counts, self.variance))
+
+    def normalised_distance(self) -> Tensor:
+        """(w - c[a]) / var: the per-weight pull of the centroid term before the 2 lambda / T factor."""
+        assert self.variance is not None
+        return (self.param.detach().float() - self.snapped().float()) / self.variance
 
 
 class CodebookQuantizer:
@@ -187,6 +207,26 @@ class CodebookQuantizer:
             state.centroids = codebook.centroids.to(device=device, dtype=torch.float32)
             state.indices = codebook.indices.to(device=device, dtype=torch.int64)
             state.counts = torch.bincount(state.indices, minlength=2**state.bits)
+            state.variance = weight_variance(state.param)
+
+    @torch.no_grad()
+    def reassign_to_nearest(self) -> float:
+        """Move each weight to its nearest centroid and recentre the centroids on their new clusters (between
+        the epochs of a quantization stage; empty clusters keep their centroid). Returns the fraction of
+        codebook weights that changed cluster. The variance of each tensor stays the one fitted at `reassign`."""
+        self._require_latent("reassign to the nearest centroid")
+        changed = total = 0
+        for state in self._states.values():
+            if state.centroids is None:
+                continue
+            state.follow_device()
+            indices = assign_to_codebook(state.param.detach().reshape(-1), state.centroids)
+            changed += int((indices != state.indices).sum())
+            total += indices.numel()
+            state.indices = indices
+            state.counts = torch.bincount(indices, minlength=2**state.bits)
+            state.centroids = cluster_means(state.param, indices, state.centroids, state.counts)
+        return changed / total if total else 0.0
 
     @torch.no_grad()
     def round_centroids_to(self, dtype: torch.dtype) -> None:
@@ -242,42 +282,53 @@ class CodebookQuantizer:
         finally:
             self.restore_latent()
 
+    def _codebook_states(self) -> list[_TensorState]:
+        return [state for state in self._states.values() if state.centroids is not None]
+
     @torch.no_grad()
     def centroid_loss(self) -> Tensor:
-        """L_centroid: the mean over codebook tensors of each tensor's mean squared distance between latent
-        weights and their assigned centroids (a float32 scalar; 0 when there is no codebook tensor)."""
+        """L_centroid = (1/T) sum_t sum_i (w_ti - c_t[a_ti])^2 / var_t (float32 scalar; 0 without codebooks)."""
         self._require_latent("compute the centroid loss")
-        terms = [(state.param.detach().float() - state.snapped().float()).pow(2).mean()
-                 for state in self._states.values() if state.centroids is not None]
-        if not terms:
+        states = self._codebook_states()
+        if not states:
             return torch.zeros(())
-        return torch.stack([t.to(terms[0].device) for t in terms]).mean()
+        terms = [(state.normalised_distance().pow(2) * state.variance).sum().cpu() for state in states]
+        return torch.stack(terms).sum() / len(states)
 
     @torch.no_grad()
-    def add_centroid_gradient(self, coefficient: float) -> Tensor:
-        """Add `coefficient * dL_centroid/dw` to each codebook parameter's `.grad` and return L_centroid.
+    def latent_spread(self) -> float:
+        """Mean over codebook tensors of mean_i (w_ti - c_t[a_ti])^2 / var_t: how far the latent weights sit
+        from their centroids, in units of each tensor's variance (0 right after a hard snap)."""
+        self._require_latent("measure the latent spread")
+        states = self._codebook_states()
+        if not states:
+            return 0.0
+        spreads = [float((state.normalised_distance().pow(2) * state.variance).mean()) for state in states]
+        return sum(spreads) / len(spreads)
 
-        With L_centroid = (1/T) * sum_t mean_i (w_ti - c_t[a_ti])^2 over the T codebook tensors, the gradient
-        of weight i of tensor t is 2 (w_ti - c_t[a_ti]) / (T * numel_t); centroids are treated as constants
-        (they follow the weights through `update_centroids`). Being analytic, it works after DDP's all-reduce
-        without a second backward pass. Call it once per optimizer step, after `restore_latent()`.
+    @torch.no_grad()
+    def add_centroid_gradient(self, coefficient: float) -> float:
+        """Add `coefficient * dL_centroid/dw` = coefficient * 2 (w - c[a]) / (T var_t) to each codebook
+        parameter's `.grad` and return the latent spread (see `latent_spread`).
+
+        Centroids and variances are constants here (centroids follow the weights through `update_centroids`).
+        Being analytic, it works after DDP's all-reduce without a second backward pass. Call it once per
+        optimizer step, after `restore_latent()`.
         """
         self._require_latent("add the centroid gradient")
-        codebook_states = [state for state in self._states.values() if state.centroids is not None]
-        if not codebook_states:
-            return torch.zeros(())
-        total = torch.zeros((), dtype=torch.float32, device=codebook_states[0].param.device)
-        count = len(codebook_states)
-        for state in codebook_states:
+        states = self._codebook_states()
+        if not states:
+            return 0.0
+        spreads = []
+        for state in states:
             param = state.param
-            distance = param.detach() - state.snapped()
-            total += distance.float().pow(2).mean().to(total.device)
+            pull = state.normalised_distance()
+            spreads.append(float((pull.pow(2) * state.variance).mean()))
             if coefficient != 0.0 and param.requires_grad:
-                scale = 2.0 * coefficient / (count * param.numel())
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
-                param.grad.add_(distance, alpha=scale)
-        return total / count
+                param.grad.add_(pull.to(param.dtype), alpha=2.0 * coefficient / len(states))
+        return sum(spreads) / len(spreads)
 
     @torch.no_grad()
     def update_centroids(self) -> None:
@@ -305,6 +356,8 @@ class CodebookQuantizer:
                           if s.centroids is not None},
             "indices": {n: s.indices.detach().cpu().to(torch.uint8) for n, s in self._states.items()
                         if s.indices is not None},
+            "variances": {n: s.variance.detach().cpu().clone() for n, s in self._states.items()
+                          if s.variance is not None},
         }
 
     @classmethod
@@ -342,6 +395,9 @@ class CodebookQuantizer:
             if int(tensor_state.indices.max()) >= 2**bits:
                 raise ConfigError(f"{name}: saved assignments point past its {2**bits}-entry codebook")
             tensor_state.counts = torch.bincount(tensor_state.indices, minlength=2**bits)
+            variance = state.get("variances", {}).get(name)  # absent in files written before the variance
+            tensor_state.variance = (weight_variance(param) if variance is None
+                                     else variance.to(device=param.device, dtype=torch.float32).clone())
         self.spec, self._states = spec, states
 
     # ------------------------------------------------------------------------------------------ export
@@ -384,6 +440,11 @@ class CodebookQuantizer:
             "float_remainder_elements": float_elements,
             "theoretical_bytes": int(size),
         }
+
+
+def weight_variance(param: Tensor) -> Tensor:
+    """A tensor's weight variance (float32 scalar on its device), floored so a constant tensor divides safely."""
+    return param.detach().float().var(unbiased=False).clamp_min(1e-12)
 
 
 def post_training_quantize(model: nn.Module, spec: QuantizationSpec | None = None,

@@ -7,7 +7,9 @@ the student's weights live on codebooks:
     for each step:   swap in snapped weights (quantize stages) -> forward -> per-example loss -> backward
                      -> restore latent weights, add the centroid-loss gradient -> clip -> AdamW step
                      -> update centroids
-    each epoch:      validate (with snapped weights) -> keep the best -> atomic checkpoint (resumable)
+    each epoch:      validate (with snapped weights) -> record the latent spread -> keep the best
+                     -> re-assign weights to their nearest centroids (quantize stages, not their last epoch)
+                     -> atomic checkpoint (resumable)
     end of a quantize stage: hard-snap, so the next stage starts from the quantized weights
 
 Distributed: under `torchrun` each process takes its share of every global batch and DDP averages gradients;
@@ -35,7 +37,7 @@ from quads.atomic import atomic_write, atomic_write_text
 from quads.batches import Batch, ExampleSet, global_batches, rank_share
 from quads.config import OptimConfig
 from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
-from quads.errors import QuadsError
+from quads.errors import ConfigError, QuadsError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class TrainingDiverged(QuadsError):
     """The loss became NaN or infinite; training stops instead of writing garbage weights."""
 
 
-class CheckpointMismatch(QuadsError):
+class CheckpointMismatch(ConfigError):
     """A checkpoint written by a different configuration than the one being resumed."""
 
 
@@ -302,13 +304,16 @@ def fit(
     description: str = "train",
     distributed: bool = True,
     projection_state: dict[str, Tensor] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train `classifier` through `stages`, checkpointing every epoch into `run_dir`.
 
     `classifier(inputs, mask)` returns (logits, pooled embedding). Teacher targets are index-aligned with
     `train_set`. A quantize stage needs `quantizer_factory(classifier) -> CodebookQuantizer`. The best epoch
     (by validation accuracy) is selected among the epochs of the *last* stage, so a quantized run always ends
-    with weights on its codebooks. With `resume=True` the run continues from `run_dir/last.pt` bit-for-bit.
+    with weights on its codebooks. With `resume=True` the run continues from `run_dir/last.pt` bit-for-bit;
+    `settings` (the run's config as a dict) is saved with each checkpoint so that resuming under another
+    `fingerprint` names the keys that differ.
     """
     run_dir = Path(run_dir)
     world = Distributed(enabled=distributed)
@@ -358,9 +363,12 @@ def fit(
     if resume and checkpoint_path.exists():
         checkpoint = load_checkpoint(checkpoint_path)
         if checkpoint.get("fingerprint") != fingerprint:
-            raise CheckpointMismatch(
-                f"{checkpoint_path} was written by a different configuration (fingerprint "
-                f"{checkpoint.get('fingerprint')} != {fingerprint}); use a new --out or drop --resume")
+            from quads.config import changed_settings
+
+            changes = changed_settings(checkpoint.get("settings"), settings)
+            what = f"other settings: {'; '.join(changes)}" if changes else (
+                f"a different configuration (fingerprint {checkpoint.get('fingerprint')} != {fingerprint})")
+            raise CheckpointMismatch(f"{checkpoint_path} was written with {what}; use a new --out or drop --resume")
         module.load_state_dict(checkpoint["module"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["rng"])
@@ -419,10 +427,10 @@ def fit(
                     f"{checkpoint_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            centroid_loss = torch.zeros(())
+            spread = 0.0
             if quantizer is not None and stage.quantize:
                 quantizer.restore_latent()
-                centroid_loss = quantizer.add_centroid_gradient(weights.centroid)
+                spread = quantizer.add_centroid_gradient(weights.centroid)
             if optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(module.parameters(), optim.grad_clip)
             optimizer.step()
@@ -433,7 +441,7 @@ def fit(
             sums += torch.tensor([float(per_example.detach().sum()), float(terms["ce"].detach().sum()),
                                   float((logits.argmax(-1) == batch.labels).sum()), len(batch.labels), l1],
                                  dtype=torch.float64)
-            bar.set_postfix(loss=f"{float(per_example.detach().mean()):.3f}", lc=f"{float(centroid_loss):.2e}")
+            bar.set_postfix(loss=f"{float(per_example.detach().mean()):.3f}", spread=f"{spread:.2e}")
         bar.close()
         sums = world.all_sum(sums)
 
@@ -453,6 +461,8 @@ def fit(
             "valid_loss": valid_loss,
             "valid_accuracy": valid_accuracy,
             "lr": optimizer.param_groups[0]["lr"],
+            # before the hard snap or the re-assignment below: the spread the centroid term controls
+            **({"latent_spread": quantizer.latent_spread()} if quantizer is not None and stage.quantize else {}),
         }
         state["history"].append(row)
         if stage_index == last_stage_index and (state["best"] is None
@@ -469,12 +479,15 @@ def fit(
         last_epoch_of_stage = epoch + 1 == total_epochs or epoch_stage[epoch + 1][0] != stage_index
         if quantizer is not None and stage.quantize and last_epoch_of_stage:
             quantizer.hard_snap()  # the next stage starts from the quantized weights
+        elif quantizer is not None and stage.quantize:
+            row["reassigned"] = quantizer.reassign_to_nearest()  # weights the CE drift moved to another cluster
         state["quantizer"] = quantizer.state_dict() if quantizer is not None and stage.quantize else None
         state["epoch"] = epoch + 1
         state["step"] = step
         if world.is_main:
             save_checkpoint(checkpoint_path, {
-                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "module": module.state_dict(),
+                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "settings": settings,
+                "module": module.state_dict(),
                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), **state})
             write_metrics_csv(run_dir / "metrics.csv", state["history"])
             tensorboard.add(row, epoch + 1)
