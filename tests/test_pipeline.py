@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quads.cli import main
-from quads.compress import compress, load_student
+from quads.compress import compress, load_student, with_bits
 from quads.config import load_config
 from quads.export import export_run, export_run_onnx
 from quads.runtime import load
@@ -44,7 +44,7 @@ def workspace(tmp_path_factory):
 
 def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student(workspace):
     root, config = workspace
-    result = compress(config, "quads", 2, root / "quads2", progress=False)
+    result = compress(with_bits(config, 2), "quads", root / "quads2", progress=False)
     summary = json.loads((root / "quads2" / "summary.json").read_text())
     assert summary["teacher_cache"]["teacher_passes"] == summary["teacher_cache"]["utterances"]
     assert [phase for phase, _ in summary["stages"]][-1] == "quantize"
@@ -63,7 +63,7 @@ def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student
 
 def test_second_run_hits_the_teacher_cache_and_reuses_the_pretuned_teacher(workspace):
     root, config = workspace
-    compress(config, "distill", 32, root / "distill", teacher_dir=root / "quads2" / "teacher", progress=False)
+    compress(config, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", progress=False)
     summary = json.loads((root / "distill" / "summary.json").read_text())
     assert summary["teacher_cache"]["teacher_passes"] == 0
     assert summary["teacher_cache"]["hits"] == summary["teacher_cache"]["utterances"]
@@ -71,9 +71,9 @@ def test_second_run_hits_the_teacher_cache_and_reuses_the_pretuned_teacher(works
 
 def test_sequential_and_ptq_start_from_the_distilled_student(workspace):
     root, config = workspace
-    ptq = compress(config, "ptq", 4, root / "ptq4", init_dir=root / "distill", progress=False)
+    ptq = compress(with_bits(config, 4), "ptq", root / "ptq4", init_dir=root / "distill", progress=False)
     assert ptq.summary["epochs"] == 0 and ptq.summary["quantization"]
-    sequential = compress(config, "sequential", 4, root / "seq4", init_dir=root / "distill", progress=False)
+    sequential = compress(with_bits(config, 4), "sequential", root / "seq4", init_dir=root / "distill", progress=False)
     assert sequential.summary["stages"] == [["quantize", 3]]
 
 
@@ -123,7 +123,7 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace):
     from quads.train import CheckpointMismatch
 
     with pytest.raises(CheckpointMismatch):
-        compress(other, "distill", 32, root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
+        compress(other, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
                  progress=False)
 
 

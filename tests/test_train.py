@@ -110,22 +110,27 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_training_matches_one_process(tmp_path):
+@pytest.mark.parametrize("mode", ["ce", "quantize"])
+def test_two_process_gloo_training_matches_one_process(tmp_path, mode):
+    """Also through a 2-bit quantize stage with the centroid term on: same codebooks, same snapped weights."""
     repo = Path(__file__).resolve().parents[1]
     worker = repo / "tests" / "helpers" / "ddp_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one")], env=env, capture_output=True,
-                            text=True, timeout=300)
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one"), mode], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), str(worker), str(tmp_path / "two")],
+         "--master_port", str(_free_port()), str(worker), str(tmp_path / "two"), mode],
         env=env, capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=1e-4)
+    if mode == "quantize":
+        for key in ("conv.weight", "head.weight"):
+            assert one[key].unique().numel() <= 4 and two[key].unique().numel() <= 4, key
 
 
 def test_length_buckets_are_a_seeded_permutation_with_little_padding():

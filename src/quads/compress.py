@@ -35,7 +35,14 @@ from quads.experiment import (
     write_json,
 )
 from quads.folder_lock import exclusive_writer
-from quads.pretune import PretunedTeacher, build_stage0_teacher, needs_frames, pretune_teacher, teacher_targets
+from quads.pretune import (
+    PretunedTeacher,
+    build_stage0_teacher,
+    needs_frames,
+    pretune_teacher,
+    teacher_identity,
+    teacher_targets,
+)
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
@@ -97,31 +104,88 @@ def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None =
         prepared.teacher_frames = teacher_examples(prepared.corpus, teacher, config.data, progress=progress,
                                                    pooled=not needs_frames(config))
         prepared.teacher = pretune_teacher(config, prepared.corpus, prepared.teacher_frames, teacher_dir,
-                                           encoder_parameters=teacher.num_parameters(), progress=progress)
+                                           encoder_parameters=teacher.num_parameters(), progress=progress,
+                                           identity=teacher_identity(teacher))
         if prepared.teacher.labels != list(prepared.corpus.label_map.labels):
             raise QuadsError(f"the pre-tuned teacher in {teacher_dir} was trained on other labels")
     return prepared
 
 
-def compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, teacher_dir: str | Path | None = None,
+FLOAT_RECIPES = ("fp32", "distill")  # recipes that never put weights on a codebook
+
+
+def with_bits(config: RunConfig, bits: int) -> RunConfig:
+    """The config with quant.bits set to `bits` (the one place a bit width lives)."""
+    from quads.codebook import validate_bits
+
+    validate_bits(bits)
+    return replace(config, quant=replace(config.quant, bits=bits))
+
+
+def effective_config(config: RunConfig, recipe: str) -> RunConfig:
+    """The config a recipe really runs with: fp32 and distill train float students, so quant.bits <= 8 becomes
+    32 (with a log line) rather than labelling a float model as low-bit in student.pt, the packed file and
+    the evaluation."""
+    if recipe in FLOAT_RECIPES and config.quant.bits <= 8:
+        logger.warning("%s trains a float student: quant.bits=%d does not apply, it runs and is recorded at 32 bits",
+                       recipe, config.quant.bits)
+        return with_bits(config, 32)
+    return config
+
+
+def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
+    """Identity of a run's result: its settings, recipe, corpus and (when one is loaded) the pre-tuned teacher,
+    whose fingerprint covers the teacher's settings and weights. Float recipes ignore the quant section (all of
+    QUADS' lambda or schedule variants share one distilled student); checkpoints, student.pt and grid rows
+    carry it, and are reused only when it matches."""
+    config = effective_config(config, recipe)
+    quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
+    ignore = () if quantizes else tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits")
+    teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
+    return (f"{config.fingerprint(ignore=ignore)}/{recipe}/{config.quant.bits}/"
+            f"{corpus_fingerprint(prepared.corpus)}/{teacher}")
+
+
+def stale_reason(run_dir: Path, fingerprint: str, settings: dict | None = None) -> str | None:
+    """Why the student or checkpoint in `run_dir` cannot be reused under `fingerprint`, or None when it can
+    (or when there is none)."""
+    from quads.config import changed_settings
+
+    for name in (STUDENT_FILE, "last.pt"):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        saved = load_checkpoint(path)
+        if saved.get("fingerprint") != fingerprint:
+            changes = changed_settings(saved.get("settings"), settings)
+            return (f"{path} was made with other settings ({'; '.join(changes)})" if changes else
+                    f"{path} was made with other settings, corpus or teacher weights")
+        return None
+    return None
+
+
+def compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_dir: str | Path | None = None,
              init_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
              prepared: Prepared | None = None, wait: bool = False) -> CompressResult:
-    """Train (or post-train quantize) a student with `recipe` at `bits` and write the run folder `out_dir`.
+    """Train (or post-train quantize) a student with `recipe` at `config.quant.bits` and write the run folder
+    `out_dir` (set the width with `with_bits`; fp32 and distill always run at 32 bits, see `effective_config`).
 
     The run holds `out_dir`'s lock (`quads.folder_lock`): a second writer is refused (or waits, with `wait`)."""
+    config = effective_config(config, recipe)
     if not Distributed().is_main:  # the main process holds the lock for all ranks
-        return _compress(config, recipe, bits, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
+        return _compress(config, recipe, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
                          progress=progress, prepared=prepared)
     with exclusive_writer(out_dir, "compress", wait=wait):
-        return _compress(config, recipe, bits, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
+        return _compress(config, recipe, out_dir, teacher_dir=teacher_dir, init_dir=init_dir, resume=resume,
                          progress=progress, prepared=prepared)
 
 
-def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *, teacher_dir: str | Path | None,
+def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_dir: str | Path | None,
               init_dir: str | Path | None, resume: bool, progress: bool, prepared: Prepared | None) -> CompressResult:
     started = time.perf_counter()
     out_dir = Path(out_dir)
     world = Distributed()
+    bits = config.quant.bits
     recipe_plan = plan(recipe, config, bits)
     teacher_dir = Path(teacher_dir) if teacher_dir else out_dir / "teacher"
     needs_teacher = recipe_plan.uses_teacher or (recipe_plan.start_from == "distill" and init_dir is None)
@@ -139,8 +203,13 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
     projection_state = None
     if recipe_plan.start_from is not None:
         init = Path(init_dir) if init_dir else out_dir / recipe_plan.start_from
-        if not (init / STUDENT_FILE).exists():
-            compress(config, recipe_plan.start_from, 32, init, teacher_dir=teacher_dir, resume=resume,
+        init_config = with_bits(config, 32)
+        init_fingerprint = run_fingerprint(init_config, recipe_plan.start_from, prepared)
+        stale = stale_reason(init, init_fingerprint, init_config.to_dict())
+        if stale:
+            logger.warning("not reusing the initial student: %s; training it again", stale)
+        if stale or not (init / STUDENT_FILE).exists():
+            compress(init_config, recipe_plan.start_from, init, teacher_dir=teacher_dir, resume=resume and not stale,
                      progress=progress, prepared=prepared)
         initial = load_student(init)
         if initial["recipe"] != recipe_plan.start_from or initial["bits"] != 32:
@@ -162,13 +231,13 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
     quantizer: CodebookQuantizer | None = None
     history: list[dict] = []
     best_epoch = 0
+    fingerprint = run_fingerprint(config, recipe, prepared)
     if recipe_plan.stages:
-        fingerprint = config.fingerprint() + f"/{recipe}/{bits}/{corpus_fingerprint(prepared.corpus)}"
         result = fit(classifier, prepared.student["train"], prepared.student["valid"], list(recipe_plan.stages),
                      training_optim(config, recipe_plan), out_dir, seed=config.seed, teacher=targets,
                      quantizer_factory=lambda model: CodebookQuantizer(model, spec, fit=False),
                      fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b",
-                     projection_state=projection_state)
+                     projection_state=projection_state, settings=config.to_dict())
         history, best_epoch = result.history, result.best_epoch
         projection_state = result.projection_state
         if result.quantizer_state is not None:
@@ -208,7 +277,7 @@ def _compress(config: RunConfig, recipe: str, bits: int, out_dir: str | Path, *,
             "format": "quads-student", "model": classifier.state_dict(),
             "quantizer": quantizer.state_dict() if quantizer is not None else None,
             "architecture": classifier.config_dict(), "labels": labels, "bits": bits, "recipe": recipe,
-            "projection": projection_state,
+            "projection": projection_state, "fingerprint": fingerprint, "settings": config.to_dict(),
             "frontend": asdict(FrontEndConfig(n_mels=config.data.n_mels)),
             "metrics": {"valid_accuracy": valid_accuracy, "test_accuracy": test_accuracy}})
         write_json(out_dir / SUMMARY_FILE, summary)
@@ -271,15 +340,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    bits = config.quant.bits if args.bits is None else args.bits
-    from quads.codebook import validate_bits
-
-    validate_bits(bits)
-    result = compress(config, args.recipe, bits, args.out, teacher_dir=args.teacher, init_dir=args.init,
+    if args.bits is not None:
+        config = with_bits(config, args.bits)
+    result = compress(config, args.recipe, args.out, teacher_dir=args.teacher, init_dir=args.init,
                       resume=args.resume, progress=not args.quiet, wait=args.wait)
     if Distributed().is_main:
         summary = result.summary
-        print(f"{args.recipe} at {bits} bits: valid accuracy {result.valid_accuracy:.4f}, test accuracy "
+        print(f"{args.recipe} at {result.bits} bits: valid accuracy {result.valid_accuracy:.4f}, test accuracy "
               f"{result.test_accuracy:.4f}, {summary['params']:,} parameters, {summary['wall_seconds']:.0f} s")
         if summary["teacher_cache"]:
             cache = summary["teacher_cache"]

@@ -278,6 +278,26 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("per_layer", "overrides"):  # those two are values themselves
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_settings(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """'key: saved -> current' for every setting that differs between two `RunConfig.to_dict()` (or any nested
+    dicts of settings); empty when either is unknown."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return []
+    old, new = _flatten(saved), _flatten(current)
+    return [f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
+            for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+
+
 def parse_schedule(schedule: list[list[Any]]) -> list[tuple[str, int]]:
     """Validate a [[phase, epochs], ...] schedule."""
     stages = []

@@ -24,16 +24,22 @@ from quads.report import results_markdown, write_results
 # Trimmed to what a laptop finishes in minutes; `quads ablate` runs every recipe at every width.
 DEMO_CELLS = (("distill", 32), ("ptq", 4), ("ptq", 2), ("sequential", 2), ("quads", 4), ("quads", 2))
 FSDD_CELLS = (("distill", 32), ("quads", 4), ("quads", 2))
+# `--equal-budget`: the fp32 and distilled students trained as many epochs as QUADS (its distilled student's plus
+# its own), so the table shows how much of QUADS' margin is more training. Off by default: it adds two long runs.
+EQUAL_BUDGET_CELLS = (("distill", 32), ("fp32", 32))
 TITLE = "QUADS, built-in commands (31 intents; test: unseen wordings and voices)"
 
 
 def run_demo(out_dir: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None, *,
-             progress: bool = True, real_speech: bool = True) -> list[dict]:
+             progress: bool = True, real_speech: bool = True, equal_budget: bool = False) -> list[dict]:
     """Run the demo grid into `out_dir` and write the results table and plot; returns the rows. With
-    `real_speech` and FSDD present, also train on synthetic digits and score on FSDD (`fsdd.md`)."""
+    `real_speech` and FSDD present, also train on synthetic digits and score on FSDD (`fsdd.md`); with
+    `equal_budget`, also the equal-budget fp32 and distilled controls (EQUAL_BUDGET_CELLS)."""
     started = time.perf_counter()
     config = load_config(config_path, overrides)
     cells = [Cell(recipe, bits, config.seed) for recipe, bits in DEMO_CELLS]
+    if equal_budget:
+        cells += [Cell(recipe, bits, config.seed, equal_budget=True) for recipe, bits in EQUAL_BUDGET_CELLS]
     rows, prepared = run_grid(config, cells, out_dir, progress=progress)
     write_results(rows, out_dir, TITLE)
     recordings, looked = find_fsdd()
@@ -63,8 +69,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="results folder (default results/demo)")
     parser.add_argument("--no-fsdd", action="store_true", help="skip the real-speech (FSDD) part")
+    parser.add_argument("--equal-budget", action="store_true", help="also train the fp32 and distilled students "
+                        "for as many epochs as QUADS (the equal-budget controls; two more runs)")
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.out, args.config, args.overrides, progress=not args.quiet, real_speech=not args.no_fsdd)
+    run_demo(args.out, args.config, args.overrides, progress=not args.quiet, real_speech=not args.no_fsdd,
+             equal_budget=args.equal_budget)
     return 0

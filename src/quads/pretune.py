@@ -51,24 +51,39 @@ class PretunedTeacher:
         return self.encoder_parameters + sum(p.numel() for p in self.head.parameters())
 
 
-def pretune_fingerprint(config: RunConfig, corpus: Corpus) -> str:
+def pretune_fingerprint(config: RunConfig, corpus: Corpus, teacher_identity: str = "") -> str:
+    """Identity of a pre-tuned head: teacher settings, seed, corpus and (`teacher_identity`, the frozen
+    encoder's `identity()`, a hash of its weights) the teacher it was tuned on."""
     settings = {"teacher": asdict(config.teacher), "seed": config.seed, "corpus": corpus_fingerprint(corpus)}
+    if teacher_identity:
+        settings["weights"] = teacher_identity
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def teacher_identity(teacher) -> str:
+    """The frozen teacher's weight hash (`identity()`), or "" for a teacher object without one."""
+    identity = getattr(teacher, "identity", None)
+    return identity() if callable(identity) else ""
+
+
 def pretune_teacher(config: RunConfig, corpus: Corpus, frames: TeacherFrames, out_dir: str | Path, *,
-                    encoder_parameters: int = 0, resume: bool = False, progress: bool = True) -> PretunedTeacher:
+                    encoder_parameters: int = 0, resume: bool = False, progress: bool = True,
+                    identity: str = "") -> PretunedTeacher:
     """Train the teacher head on the train split, select on valid, report valid and test accuracy.
 
-    A finished pre-tuning in `out_dir` with the same settings and corpus is reused rather than redone.
+    A finished pre-tuning in `out_dir` with the same settings, corpus and teacher weights (`identity`, see
+    `teacher_identity`) is reused rather than redone; one made with others is redone, with a log line.
     """
     out_dir = Path(out_dir)
-    fingerprint = pretune_fingerprint(config, corpus)
+    fingerprint = pretune_fingerprint(config, corpus, identity)
     if (out_dir / META_FILE).exists():
         existing = load_pretuned_teacher(out_dir)
         if existing.fingerprint == fingerprint:
             logger.info("reusing the pre-tuned teacher in %s", out_dir)
             return existing
+        logger.warning("not reusing the pre-tuned teacher head in %s: it was tuned with other teacher settings, "
+                       "corpus or teacher weights; pre-tuning it again", out_dir)
+        resume = False
     train_set, valid_set, test_set = (frames.sets[s] for s in ("train", "valid", "test"))
     torch.manual_seed(config.seed)
     head = TeacherHead(train_set.items[0].shape[-1], len(corpus.label_map), kind=config.teacher.head,
@@ -132,7 +147,7 @@ def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path,
                           "torch model; speech_embedding is a fixed ONNX graph); use a whisper teacher or "
                           "set teacher.unfreeze=false")
     directory = Path(out_dir) / ENCODER_DIR
-    fingerprint = pretune_fingerprint(config, corpus)
+    fingerprint = pretune_fingerprint(config, corpus, teacher_identity(teacher))
     meta_path = directory / META_FILE
     if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
         encoder.load_state_dict(load_file(str(directory / ENCODER_FILE)))
@@ -216,7 +231,7 @@ def _run(args: argparse.Namespace, config) -> int:
     teacher = build_stage0_teacher(config, corpus, args.out, progress=progress)
     frames = teacher_examples(corpus, teacher, config.data, progress=progress, pooled=not needs_frames(config))
     pretuned = pretune_teacher(config, corpus, frames, args.out, encoder_parameters=teacher.num_parameters(),
-                               resume=args.resume, progress=progress)
+                               resume=args.resume, progress=progress, identity=teacher_identity(teacher))
     print(frames.stats)
     print(f"pre-tuned teacher ({config.teacher.spec}, head {config.teacher.head}): "
           f"valid accuracy {pretuned.metrics['valid_accuracy']:.4f}, test accuracy "

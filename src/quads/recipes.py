@@ -14,13 +14,17 @@ QUADS and QAT follow the schedule, sequential spends all of them quantizing with
 quant.init = scratch they start from random weights and follow the schedule over optim.epochs (the paper's
 setting); sequential then distils for the schedule's distil epochs, then quantizes for its quantize epochs.
 
+Equal-budget controls (`equal_budget`): the fp32 and distilled students trained for as many epochs in total as
+a quantizing recipe spends (its starting student's plus its own), in one schedule (one warm-up, one cosine),
+so "QUADS beats the fp32 student" cannot be just more training.
+
 At 16 and 32 bits nothing is clustered: every recipe trains as its fp32 counterpart and 16 bits is a float16
 cast at export.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quads.config import RunConfig, parse_schedule
 from quads.distill import ce_weights, distillation_weights, quantization_weights
@@ -115,3 +119,14 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
             stages.append(Stage("quantize", n, weights, quantize=True))
     start_from = ("distill" if with_teacher else "fp32") if pretrained else None
     return RecipePlan(recipe, bits, tuple(stages), start_from=start_from)
+
+
+def quantizing_epochs(config: RunConfig) -> int:
+    """Total epochs behind a quantizing recipe's student: its schedule, plus the fp32 student it starts from."""
+    schedule_epochs = sum(n for _, n in schedule_for(config))
+    return schedule_epochs + (config.optim.epochs if config.quant.init == "pretrained" else 0)
+
+
+def equal_budget(config: RunConfig) -> RunConfig:
+    """The config of an equal-budget fp32/distill control: optim.epochs = `quantizing_epochs(config)`."""
+    return replace(config, optim=replace(config.optim, epochs=quantizing_epochs(config)))

@@ -33,7 +33,8 @@ from typing import Any
 from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.errors import DataError
 
-REFERENCE_METHODS = ("teacher", "student fp32", "student + distill")
+REFERENCE_METHODS = ("teacher", "student fp32", "student + distill", "student fp32 (equal budget)",
+                     "student + distill (equal budget)")
 COMPRESSED_METHODS = ("PTQ", "sequential", "QAT", "QUADS")
 TEACHER = "teacher"
 ROW_KEYS = ("method", "bits", "params", "size_bytes", "theoretical_bytes", "gmacs", "gmacs_30s", "accuracy", "f1",
@@ -45,6 +46,8 @@ METHOD_STYLES = {  # colour, marker: stable across plots so a method looks the s
     "teacher": ("black", "*"),
     "student fp32": ("tab:gray", "s"),
     "student + distill": ("tab:brown", "D"),
+    "student fp32 (equal budget)": ("silver", "s"),
+    "student + distill (equal budget)": ("peru", "D"),
     "PTQ": ("tab:orange", "v"),
     "sequential": ("tab:green", "^"),
     "QAT": ("tab:purple", "P"),

@@ -10,16 +10,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.helpers.toy import ToyClassifier, toy_examples
 
 from quads.config import OptimConfig
-from quads.distill import ce_weights
+from quads.distill import LossWeights, ce_weights
+from quads.quantize import CodebookQuantizer, QuantizationSpec
 from quads.train import Stage, fit
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str, mode: str = "ce") -> None:
+    """mode "ce": two CE epochs; "quantize": one CE epoch, then a 2-bit quantize stage with the centroid term."""
     torch.manual_seed(0)
     model = ToyClassifier()
     optim = OptimConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0.5, spec_augment=False)
-    result = fit(model, toy_examples(96, 0), toy_examples(30, 1), [Stage("ce", 2, ce_weights())], optim,
-                 out_dir, seed=0, progress=False)
+    stages = [Stage("ce", 2, ce_weights())]
+    if mode == "quantize":
+        stages = [Stage("ce", 1, ce_weights()),
+                  Stage("quantize", 2, LossWeights(ce=1.0, centroid=1.0), quantize=True)]
+    result = fit(model, toy_examples(96, 0), toy_examples(30, 1), stages, optim, out_dir, seed=0, progress=False,
+                 quantizer_factory=lambda m: CodebookQuantizer(m, QuantizationSpec(bits=2), fit=False))
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -27,4 +33,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

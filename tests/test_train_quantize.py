@@ -1,0 +1,99 @@
+"""fit() through quantize stages: best-epoch selection, hard snaps, the latent spread, resume and bad input."""
+
+import pytest
+import torch
+from tests.helpers.toy import ToyClassifier, toy_examples
+
+import quads.train as train_module
+from quads.config import OptimConfig
+from quads.distill import LossWeights, ce_weights
+from quads.errors import ConfigError
+from quads.quantize import CodebookQuantizer, QuantizationSpec
+from quads.train import Stage, fit, load_checkpoint
+
+OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=False)
+BITS = 2
+QUANTIZED = ("conv.weight", "head.weight")
+
+
+def quantize_stage(epochs: int, centroid: float = 1.0) -> Stage:
+    return Stage("quantize", epochs, LossWeights(ce=1.0, centroid=centroid), quantize=True)
+
+
+def _fit(run_dir, stages, *, resume=False, settings=None, fingerprint="a"):
+    torch.manual_seed(0)
+    model = ToyClassifier()
+    result = fit(model, toy_examples(96, 0), toy_examples(30, 1), stages, OPTIM, run_dir, seed=3,
+                 quantizer_factory=lambda m: CodebookQuantizer(m, QuantizationSpec(bits=BITS), fit=False),
+                 fingerprint=fingerprint, resume=resume, progress=False, settings=settings)
+    return model, result
+
+
+def distinct_values(state: dict, name: str) -> int:
+    return state[name].unique().numel()
+
+
+def test_a_quantized_fit_selects_its_best_epoch_in_the_last_stage_and_ends_on_the_codebook(tmp_path):
+    stages = [Stage("ce", 2, ce_weights()), quantize_stage(2), Stage("ce", 1, ce_weights()), quantize_stage(3)]
+    model, result = _fit(tmp_path, stages)
+    last_stage = [row for row in result.history if row["stage_index"] == 3]
+    best = max(last_stage, key=lambda row: row["valid_accuracy"])  # the first of equal maxima
+    assert result.best_epoch == best["epoch"] and result.best_epoch >= 6
+    assert result.best_valid_accuracy == best["valid_accuracy"]
+    for name in QUANTIZED:
+        assert 2 <= distinct_values(result.model_state, name) <= 2**BITS, name
+        assert torch.equal(model.state_dict()[name], result.model_state[name])
+    assert distinct_values(result.model_state, "conv.bias") > 2**BITS  # biases stay float
+    quantize_rows = [row for row in result.history if row["stage"] == "quantize"]
+    assert all(row["latent_spread"] > 0 for row in quantize_rows)
+    assert all("latent_spread" not in row for row in result.history if row["stage"] == "ce")
+    assert [("reassigned" in row) for row in quantize_rows] == [True, False, True, True, False]
+    assert result.quantizer_state is not None
+
+
+def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_path, monkeypatch):
+    real_write = train_module.write_metrics_csv
+
+    def stop_after_the_first_quantize_stage(path, history):
+        real_write(path, history)
+        if len(history) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_metrics_csv", stop_after_the_first_quantize_stage)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, [Stage("ce", 1, ce_weights()), quantize_stage(2), Stage("ce", 1, ce_weights()),
+                        quantize_stage(1)])
+    module = load_checkpoint(tmp_path / "last.pt")["module"]
+    for name in QUANTIZED:
+        assert distinct_values(module, f"classifier.{name}") <= 2**BITS, name
+
+
+def test_resume_in_the_middle_of_a_quantize_stage_is_bit_identical(tmp_path, monkeypatch):
+    stages = [Stage("ce", 1, ce_weights()), quantize_stage(3)]
+    _, uninterrupted = _fit(tmp_path / "full", stages)
+    real_write = train_module.write_metrics_csv
+
+    def killed_inside_the_quantize_stage(path, history):
+        real_write(path, history)
+        if len(history) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_metrics_csv", killed_inside_the_quantize_stage)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "killed", stages)
+    monkeypatch.setattr(train_module, "write_metrics_csv", real_write)
+    _, resumed = _fit(tmp_path / "killed", stages, resume=True)
+    for key, value in uninterrupted.model_state.items():
+        assert torch.equal(value, resumed.model_state[key]), key
+    for key in ("centroids", "indices", "variances"):
+        for name, value in uninterrupted.quantizer_state[key].items():
+            assert torch.equal(value, resumed.quantizer_state[key][name]), (key, name)
+    assert uninterrupted.history == resumed.history
+
+
+def test_resume_from_a_run_with_another_centroid_coefficient_names_the_key(tmp_path):
+    stages = [quantize_stage(1)]
+    _fit(tmp_path, stages, settings={"quant": {"centroid_weight": 1.0, "gamma": 0.5}}, fingerprint="a")
+    with pytest.raises(ConfigError, match=r"quant\.centroid_weight: 1\.0 there, 0\.1 here"):
+        _fit(tmp_path, stages, resume=True, settings={"quant": {"centroid_weight": 0.1, "gamma": 0.5}},
+             fingerprint="b")
