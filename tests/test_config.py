@@ -58,3 +58,27 @@ def test_numbers_in_exponent_form_are_numbers():
     assert config.optim.lr == 1e-4 and config.optim.head_lr == 5e-4
     with pytest.raises(ConfigError, match=r"optim\.lr: expected a number"):
         load_config(None, overrides=["optim.lr=fast"])
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("quant.gamma=1.5", "quant.gamma"), ("quant.gamma=-0.1", "quant.gamma"),
+    ("quant.centroid_weight=-1", "quant.centroid_weight"), ("distill.alpha=2", "distill.alpha"),
+    ("quant.schedule=[[distill, 0], [quantize, 2]]", r"quant.schedule\[0\]"),
+    ("quant.schedule=[[distill, 2], []]", r"quant.schedule\[1\]"),
+])
+def test_out_of_range_coefficients_and_empty_stages_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_fit_refuses_a_stage_without_epochs(tmp_path):
+    from tests.helpers.toy import ToyClassifier, toy_examples
+
+    from quads.config import OptimConfig
+    from quads.distill import ce_weights
+    from quads.train import Stage, fit
+
+    with pytest.raises(ConfigError, match=r"stage 1 .*0 epochs"):
+        fit(ToyClassifier(), toy_examples(16, 0), toy_examples(8, 1),
+            [Stage("ce", 1, ce_weights()), Stage("quantize", 0, ce_weights(), quantize=True)],
+            OptimConfig(batch_size=8), tmp_path, progress=False, quantizer_factory=lambda m: None)

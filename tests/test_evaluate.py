@@ -101,7 +101,8 @@ def test_eval_json_reports_scores_sizes_gmacs_latency_and_model_metadata(evaluat
     root, info, result = evaluated
     assert result["utterances"] == 7 and result["split"] == "test"
     assert result["recipe"] == "ptq" and result["bits"] == 4 and result["training_metrics"] == {"test_accuracy": 0.5}
-    assert 0.0 <= result["f1"] <= 1.0
+    per_intent_f1 = [scores["f1"] for scores in result["per_intent"]]
+    assert result["f1"] == pytest.approx(sum(per_intent_f1) / len(per_intent_f1))  # the macro average
     correct = sum(row[i] for i, row in enumerate(result["confusion"]))
     assert result["accuracy"] == pytest.approx(correct / 7)
     assert result["params"] == load(root / "model.quads").classifier.num_parameters()

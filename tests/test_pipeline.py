@@ -42,43 +42,83 @@ def workspace(tmp_path_factory):
     return root, load_config(None, overrides)
 
 
-def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student(workspace):
+@pytest.fixture(scope="module")
+def quads2(workspace):
+    """QUADS at 2 bits; trains its own teacher and distilled student inside its folder."""
     root, config = workspace
-    result = compress(with_bits(config, 2), "quads", root / "quads2", progress=False)
+    return compress(with_bits(config, 2), "quads", root / "quads2", progress=False)
+
+
+@pytest.fixture(scope="module")
+def distill(workspace, quads2):
+    """The distilled student at the config's default bits (4): a float recipe, so it runs at 32 bits."""
+    root, config = workspace
+    assert config.quant.bits == 4
+    return compress(config, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", progress=False)
+
+
+@pytest.fixture(scope="module")
+def ptq4(workspace, distill):
+    root, config = workspace
+    return compress(with_bits(config, 4), "ptq", root / "ptq4", init_dir=root / "distill", progress=False)
+
+
+def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student(workspace, quads2):
+    root, _ = workspace
     summary = json.loads((root / "quads2" / "summary.json").read_text())
     assert summary["teacher_cache"]["teacher_passes"] == summary["teacher_cache"]["utterances"]
     assert [phase for phase, _ in summary["stages"]][-1] == "quantize"
+    assert "bits: 2" in (root / "quads2" / "config.yaml").read_text()
 
     info = export_run(root / "quads2", root / "quads2.quads")
     assert info.file_bytes < 0.2 * 4 * summary["params"]  # far below the fp32 size
     model = load(root / "quads2.quads")
     student = load_student(root / "quads2")
+    assert student["bits"] == model.metadata["bits"] == 2
     for name, tensor in model.classifier.state_dict().items():
         assert torch.equal(tensor, student["model"][name]), name
     for name, tensor in model.classifier.state_dict().items():
         if name.endswith("weight") and tensor.ndim > 1 and tensor.numel() >= 16:
             assert tensor.unique().numel() <= 4, name
-    assert 0.0 <= result.test_accuracy <= 1.0
+    assert quads2.test_accuracy == summary["test_accuracy"]
+    assert all(row["latent_spread"] > 0 for row in summary["history"] if row["stage"] == "quantize")
 
 
-def test_second_run_hits_the_teacher_cache_and_reuses_the_pretuned_teacher(workspace):
-    root, config = workspace
-    compress(config, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", progress=False)
+def test_a_float_recipe_at_low_bits_runs_and_is_labelled_32_bit(workspace, distill):
+    root, _ = workspace
+    assert distill.bits == 32 and distill.summary["quantization"] is None
+    assert load_student(root / "distill")["bits"] == 32
+    assert "bits: 32" in (root / "distill" / "config.yaml").read_text()
+
+
+def test_second_run_hits_the_teacher_cache_and_reuses_the_pretuned_teacher(workspace, distill):
+    root, _ = workspace
     summary = json.loads((root / "distill" / "summary.json").read_text())
     assert summary["teacher_cache"]["teacher_passes"] == 0
     assert summary["teacher_cache"]["hits"] == summary["teacher_cache"]["utterances"]
 
 
-def test_sequential_and_ptq_start_from_the_distilled_student(workspace):
+def test_sequential_and_ptq_start_from_the_distilled_student(workspace, ptq4):
     root, config = workspace
-    ptq = compress(with_bits(config, 4), "ptq", root / "ptq4", init_dir=root / "distill", progress=False)
-    assert ptq.summary["epochs"] == 0 and ptq.summary["quantization"]
-    sequential = compress(with_bits(config, 4), "sequential", root / "seq4", init_dir=root / "distill", progress=False)
+    assert ptq4.summary["epochs"] == 0 and ptq4.summary["quantization"]
+    sequential = compress(with_bits(config, 4), "sequential", root / "seq4", init_dir=root / "distill",
+                          progress=False)
     assert sequential.summary["stages"] == [["quantize", 3]]
 
 
+def test_a_stale_initial_student_is_trained_again(workspace, distill, caplog):
+    root, _ = workspace
+    shutil.copytree(root / "distill", root / "distill-copy")
+    other = load_config(None, tiny_overrides(root, "optim.epochs=2"))
+    with caplog.at_level("WARNING"):
+        compress(with_bits(other, 4), "ptq", root / "ptq-stale", init_dir=root / "distill-copy",
+                 teacher_dir=root / "quads2" / "teacher", progress=False)
+    assert "not reusing the initial student" in caplog.text and "optim.epochs: 4 there, 2 here" in caplog.text
+    assert json.loads((root / "distill-copy" / "summary.json").read_text())["epochs"] == 2
 @pytest.mark.parametrize(("run", "bits"), [("quads2", 2), ("ptq4", 4)])
-def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(workspace, tmp_path, run, bits):
+def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(workspace, tmp_path, run, bits,
+                                                                               request):
+    request.getfixturevalue(run)
     from quads.audio import load_audio, pad_batch
     from quads.onnx_export import verify_onnx
 
@@ -98,7 +138,7 @@ def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(wo
     assert (tmp_path / "m.onnx").stat().st_size < 0.5 * (tmp_path / "float.onnx").stat().st_size
 
 
-def test_cli_export_predict_and_eval(workspace, capsys, tmp_path):
+def test_cli_export_predict_and_eval(workspace, quads2, capsys, tmp_path):
     root, _ = workspace
     assert main(["export", str(root / "quads2"), "--out", str(tmp_path / "m.quads"), "--onnx",
                  str(tmp_path / "m.onnx"), "--onnx-float", str(tmp_path / "float.onnx")]) == 0
@@ -112,17 +152,18 @@ def test_cli_export_predict_and_eval(workspace, capsys, tmp_path):
                  str(tmp_path / "eval.json"), "--cache", str(root / "cache" / "features"), "--quiet",
                  "--latency-samples", "3"]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert 0.0 <= report["accuracy"] <= 1.0
+    assert report["bits"] == 2
+    assert report["accuracy"] == pytest.approx(quads2.test_accuracy)  # the packed file scores as the student did
 
 
-def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace):
+def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace, distill):
     root, _ = workspace
     other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
                                "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "quant.epochs=3",
                                "seed=5"])
     from quads.train import CheckpointMismatch
 
-    with pytest.raises(CheckpointMismatch):
+    with pytest.raises(CheckpointMismatch, match="seed: 0 there, 5 here"):
         compress(other, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
                  progress=False)
 

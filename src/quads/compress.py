@@ -188,7 +188,8 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
     bits = config.quant.bits
     recipe_plan = plan(recipe, config, bits)
     teacher_dir = Path(teacher_dir) if teacher_dir else out_dir / "teacher"
-    needs_teacher = recipe_plan.uses_teacher or (recipe_plan.start_from == "distill" and init_dir is None)
+    # a distilled starting student is checked against the teacher it was distilled from (`run_fingerprint`)
+    needs_teacher = recipe_plan.uses_teacher or recipe_plan.start_from == "distill"
     # One process prepares the caches (features, teacher outputs, pre-tuned head); the others then hit them.
     if not world.is_main:
         world.barrier()

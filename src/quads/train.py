@@ -316,6 +316,15 @@ def fit(
     `fingerprint` names the keys that differ.
     """
     run_dir = Path(run_dir)
+    for index, stage in enumerate(stages):
+        if stage.epochs < 1:
+            raise ConfigError(f"stage {index} ('{stage.name}') has {stage.epochs} epochs; every stage of a schedule "
+                              "needs at least one (quant.schedule, quant.epochs or optim.epochs)")
+        if stage.weights.centroid < 0:
+            raise ConfigError(f"stage {index} ('{stage.name}'): the centroid coefficient (quant.centroid_weight) "
+                              f"must be >= 0, got {stage.weights.centroid}")
+    if not stages:
+        raise ConfigError("fit() needs at least one stage")
     world = Distributed(enabled=distributed)
     torch.manual_seed(seed)
     needs_teacher = any(stage.weights.uses_teacher for stage in stages)

@@ -1,0 +1,40 @@
+"""QUADS − sequential paired by seed: per-seed differences, mean, std and the paired tests' p-values."""
+
+import pytest
+from scipy import stats
+
+from quads.paired import paired_differences, paired_markdown
+
+
+def rows_for(quads: dict[int, float], sequential: dict[int, float], bits: int) -> list[dict]:
+    return ([{"method": "QUADS", "bits": bits, "seed": s, "accuracy": a} for s, a in quads.items()]
+            + [{"method": "sequential", "bits": bits, "seed": s, "accuracy": a} for s, a in sequential.items()])
+
+
+def test_differences_are_paired_by_seed_with_scipy_p_values():
+    quads = {0: 0.80, 1: 0.75, 2: 0.90, 3: 0.70, 4: 0.85}
+    sequential = {0: 0.78, 1: 0.70, 2: 0.89, 3: 0.66, 4: 0.80, 5: 0.99}  # seed 5 has no QUADS partner
+    rows = rows_for(quads, sequential, 2) + rows_for({0: 0.9, 1: 0.9}, {0: 0.9, 1: 0.9}, 4)
+    rows.append({"method": "PTQ", "bits": 2, "seed": 0, "accuracy": 0.1})
+    two, four = sorted(paired_differences(rows), key=lambda r: r["bits"])
+    assert two["seeds"] == [0, 1, 2, 3, 4]
+    expected = [0.02, 0.05, 0.01, 0.04, 0.05]
+    assert two["differences"] == pytest.approx(expected)
+    assert two["mean"] == pytest.approx(0.034)
+    assert two["std"] == pytest.approx(stats.tstd(expected))
+    assert two["t_test_p"] == pytest.approx(stats.ttest_rel(list(quads.values()), list(sequential.values())[:5]).pvalue)
+    assert two["wilcoxon_p"] == pytest.approx(stats.wilcoxon(expected).pvalue)
+    assert two["t_test_p"] < 0.05  # five seeds, all positive: significant
+    assert four["mean"] == 0 and four["wilcoxon_p"] is None and four["t_test_p"] is None
+    table = paired_markdown([two, four])
+    assert "| 2 | 5 |" in table and "+3.40" in table
+
+
+def test_a_single_seed_has_no_std_and_no_p_value():
+    (result,) = paired_differences(rows_for({0: 0.8}, {0: 0.7}, 4))
+    assert result["mean"] == pytest.approx(0.1) and result["std"] is None and result["t_test_p"] is None
+
+
+def test_no_common_bit_width_gives_no_rows():
+    assert paired_differences(rows_for({0: 0.8}, {}, 4)) == []
+    assert "no paired comparison" in paired_markdown([])
