@@ -1,0 +1,85 @@
+"""Grid cells: equal-budget controls, the bit width each cell runs at, and fingerprints that refuse stale reuse."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from quads.ablate import ablation_cells
+from quads.compress import effective_config, run_fingerprint, stale_reason, with_bits
+from quads.config import changed_settings, load_config
+from quads.demo import DEMO_CELLS, EQUAL_BUDGET_CELLS
+from quads.errors import ConfigError
+from quads.grid import Cell, snap_spreads
+from quads.recipes import equal_budget, plan, quantizing_epochs
+from quads.train import save_checkpoint
+
+
+def fake_prepared(teacher: str | None = "head-1"):
+    return SimpleNamespace(corpus=SimpleNamespace(splits={}),
+                           teacher=None if teacher is None else SimpleNamespace(fingerprint=teacher))
+
+
+def test_equal_budget_students_train_as_many_epochs_as_the_quantizing_recipes_in_one_stage():
+    config = load_config(None, ["optim.epochs=20", "quant.epochs=8"])
+    assert quantizing_epochs(config) == 28
+    control = equal_budget(config)
+    stages = plan("distill", control, 32).stages
+    assert [(stage.name, stage.epochs) for stage in stages] == [("distill", 28)]
+    quads = plan("quads", config, 4)
+    assert config.optim.epochs + sum(stage.epochs for stage in quads.stages) == 28
+    scratch = load_config(None, ["optim.epochs=20", "quant.init=scratch"])
+    assert quantizing_epochs(scratch) == 20
+
+
+def test_equal_budget_cells_are_separate_rows_and_only_for_float_students():
+    cell = Cell("distill", 32, 1, equal_budget=True)
+    assert cell.method == "student + distill (equal budget)" and cell.name == "distill-eb-32b-s1"
+    assert cell.config(load_config(None, ["optim.epochs=5", "quant.epochs=3"])).optim.epochs == 8
+    with pytest.raises(ConfigError, match="quads"):
+        Cell("quads", 4, 0, equal_budget=True)
+    cells = ablation_cells([0, 1])
+    assert {c.method for c in cells if c.equal_budget} == {"student fp32 (equal budget)",
+                                                           "student + distill (equal budget)"}
+    assert not any(c.equal_budget for c in ablation_cells([0], equal_budget=False))
+    assert not any(c.equal_budget for c in ablation_cells([0], bits=[4]))
+    assert all(recipe != "fp32" for recipe, _ in DEMO_CELLS) and ("distill", 32) in EQUAL_BUDGET_CELLS
+
+
+def test_each_cell_runs_at_its_own_width_and_float_recipes_at_32_bits():
+    config = load_config(None)
+    assert Cell("quads", 2, 0).config(config).quant.bits == 2
+    assert effective_config(with_bits(config, 4), "fp32").quant.bits == 32
+    assert effective_config(with_bits(config, 16), "distill").quant.bits == 16  # a float16 cast is honest
+    assert effective_config(with_bits(config, 4), "quads").quant.bits == 4
+    with pytest.raises(ConfigError):
+        with_bits(config, 5)
+
+
+def test_fingerprints_follow_what_changes_a_result():
+    config = load_config(None)
+    prepared = fake_prepared()
+    other_lambda = load_config(None, ["quant.centroid_weight=0.1"])
+    # a float student does not depend on lambda or the width asked for; QUADS does
+    assert run_fingerprint(config, "distill", prepared) == run_fingerprint(other_lambda, "distill", prepared)
+    assert run_fingerprint(with_bits(config, 2), "distill", prepared) == run_fingerprint(config, "distill", prepared)
+    assert run_fingerprint(config, "quads", prepared) != run_fingerprint(other_lambda, "quads", prepared)
+    assert run_fingerprint(with_bits(config, 2), "quads", prepared) != run_fingerprint(config, "quads", prepared)
+    # another pre-tuned teacher (settings, corpus or weights) or none at all: another student
+    assert run_fingerprint(config, "distill", fake_prepared("head-2")) != run_fingerprint(config, "distill", prepared)
+    assert run_fingerprint(config, "distill", fake_prepared(None)) != run_fingerprint(config, "distill", prepared)
+
+
+def test_a_run_folder_is_stale_when_its_fingerprint_differs_and_the_reason_names_the_keys(tmp_path):
+    assert stale_reason(tmp_path, "a") is None  # nothing there: nothing to reuse, nothing stale
+    saved = load_config(None).to_dict()
+    save_checkpoint(tmp_path / "student.pt", {"fingerprint": "a", "settings": saved})
+    assert stale_reason(tmp_path, "a") is None
+    now = load_config(None, ["quant.gamma=0.25"]).to_dict()
+    assert "quant.gamma: 0.5 there, 0.25 here" in stale_reason(tmp_path, "b", now)
+    assert changed_settings(saved, saved) == [] and changed_settings(None, saved) == []
+
+
+def test_snap_spreads_are_read_at_the_last_epoch_of_each_quantize_stage():
+    history = [{"stage_index": 0}, {"stage_index": 1, "latent_spread": 0.3}, {"stage_index": 1, "latent_spread": 0.2},
+               {"stage_index": 2}, {"stage_index": 3, "latent_spread": 0.1}]
+    assert snap_spreads(history) == [0.2, 0.1]
