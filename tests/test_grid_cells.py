@@ -83,3 +83,25 @@ def test_snap_spreads_are_read_at_the_last_epoch_of_each_quantize_stage():
     history = [{"stage_index": 0}, {"stage_index": 1, "latent_spread": 0.3}, {"stage_index": 1, "latent_spread": 0.2},
                {"stage_index": 2}, {"stage_index": 3, "latent_spread": 0.1}]
     assert snap_spreads(history) == [0.2, 0.1]
+
+
+def test_the_lambda_table_averages_seeds_and_reports_the_spread_before_the_last_snap():
+    from quads.lambda_sweep import lambda_markdown, summarise
+
+    rows = [{"method": "QUADS", "bits": 2, "seed": seed, "valid_accuracy": valid, "accuracy": test,
+             "latent_spread": [0.5, spread]} for seed, valid, test, spread in ((0, 0.6, 0.5, 0.1), (1, 0.8, 0.7, 0.3))]
+    (entry,) = summarise(0.1, rows)
+    assert entry["lambda"] == 0.1 and entry["seeds"] == [0, 1]
+    assert entry["valid_accuracy_mean"] == pytest.approx(0.7) and entry["spread_mean"] == pytest.approx(0.2)
+    assert "| 0.1 | QUADS | 2 | 70.0 ± 14.1 | 60.0 ± 14.1 | 0.2 |" in lambda_markdown([entry])
+
+
+def test_lambdas_on_the_command_line_must_be_non_negative_numbers():
+    import argparse
+
+    from quads.ablate import parse_lambdas
+
+    assert parse_lambdas("0,0.01,1") == [0.0, 0.01, 1.0]
+    for bad in ("-1", "a,b", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="--lambdas"):
+            parse_lambdas(bad)
