@@ -97,3 +97,14 @@ def test_resume_from_a_run_with_another_centroid_coefficient_names_the_key(tmp_p
     with pytest.raises(ConfigError, match=r"quant\.centroid_weight: 1\.0 there, 0\.1 here"):
         _fit(tmp_path, stages, resume=True, settings={"quant": {"centroid_weight": 0.1, "gamma": 0.5}},
              fingerprint="b")
+
+
+def test_the_centroid_coefficient_changes_the_trained_codebook_and_shrinks_the_spread(tmp_path):
+    """The review's toy found lambda = 0, 1 and 1000 gave the same centroids; now the term must act."""
+    results = {}
+    for centroid in (0.0, 1.0):
+        _, results[centroid] = _fit(tmp_path / str(centroid), [Stage("ce", 1, ce_weights()),
+                                                                quantize_stage(3, centroid)])
+    spreads = {c: [row["latent_spread"] for row in r.history if row["stage"] == "quantize"] for c, r in results.items()}
+    assert all(strong < 0.5 * weak for strong, weak in zip(spreads[1.0], spreads[0.0], strict=True))
+    assert not torch.equal(results[0.0].model_state["conv.weight"], results[1.0].model_state["conv.weight"])
