@@ -110,7 +110,6 @@ def run_grid(config: RunConfig, cells: list[Cell], out_dir: str | Path, *, progr
             None if row is None else f"{row_file} was made with other settings, corpus or teacher weights")
         if reason:
             logger.warning("%s: not reusing it: %s; training it again", cell.name, reason)
-            print(f"    {cell.name}: training again ({reason})", flush=True)
         started = time.perf_counter()
         print(f"[{index}/{len(cells)}] {cell.method} at {cell.bits} bits, seed {cell.seed}", flush=True)
         source = plan(cell.recipe, cell_config, cell.bits).start_from or "distill"
