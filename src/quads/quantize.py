@@ -18,16 +18,14 @@ the codebooks (k-means on the current weights) at the start of each stage and `h
 snapped weights into the model at its end.
 
 Why the centroid term acts. L_centroid = (1/T) sum_t sum_i (w_ti - c_t[a_ti])^2 / var_t over the T codebook
-tensors, var_t being tensor t's weight variance when its codebook was fitted. Normalising by the variance and
-the number of tensors, not by elements, makes the pull on one weight, 2 (w - c) / (T var_t), independent of
-its tensor's size and scale, so lambda means the same for a 1k-weight conv and a 1M-weight projection, and
-the pull is of the order of CE's gradient rather than 1e-6 of it. Centroids still follow their cluster means
-every step, so the pull sums to zero inside each cluster and does not move the codebook; what it moves is
-the spread of the latent weights around their centroids, and that spread now matters because the assignments
-are refreshed (nearest centroid) after every epoch: lambda = 0 lets latent weights drift under CE until they
-change cluster; a large lambda holds each weight at its centroid, so the codebook moves as a whole. The
-spread (mean over tensors of mean_i (w - c)^2 / var_t; `latent_spread()`) is what the training history
-records before each hard snap.
+tensors, var_t being tensor t's weight variance when its codebook was fitted. Normalised by variance and tensor
+count, not by elements, the pull on one weight, 2 (w - c) / (T var_t), does not depend on its tensor's size or
+scale (the old per-element mean made it 1e-7 to 1e-3 of CE's gradient; at lambda = 1 it is now 10-700x).
+Centroids still follow their cluster means every step, so the pull does not move the codebook; it sets how far
+latent weights stray from their centroids, and that decides cluster membership because assignments are
+refreshed (nearest centroid) after every epoch: lambda = 0 lets weights drift under CE into other clusters, a
+large lambda pins each weight to its centroid so the codebook moves as a whole. `latent_spread()` (mean over
+tensors of mean_i (w - c)^2 / var_t) is recorded in the training history before each hard snap.
 """
 
 from __future__ import annotations
