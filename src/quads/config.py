@@ -87,8 +87,9 @@ class QuantConfig:
     """Codebook quantization and the QUADS multi-stage schedule."""
 
     bits: int = 4
-    # fnmatch pattern on parameter name -> bits. Whisper's position table is a fixed sinusoid: 8 bits keep it.
-    per_layer: dict[str, int] = field(default_factory=lambda: {"*embed_positions*": 8})
+    # fnmatch pattern on parameter name -> bits. Whisper's position table is a fixed sinusoid: 8 bits keep it;
+    # the first conv (2% of the 2-layer student's weights) is the most sensitive tensor at 2 bits (bench/README).
+    per_layer: dict[str, int] = field(default_factory=lambda: {"*embed_positions*": 8, "*conv1.weight": 8})
     exclude: list[str] = field(default_factory=list)
     gamma: float = 0.5  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
     centroid_weight: float = 1.0
