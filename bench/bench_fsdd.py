@@ -28,7 +28,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fsdd"))
     parser.add_argument("--fsdd", type=Path, default=found, help="FSDD recordings folder")
-    parser.add_argument("--no-augment", action="store_true", help="clean TTS (no noise, silence, gain, speed)")
+    parser.add_argument("--augment", choices=("room", "light", "none"), default="room",
+                        help="synthetic digits with rooms and microphones (default), light (noise, gain, speed, "
+                             "silence only: corpora v1/v2) or clean TTS")
     parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
     parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -40,7 +42,7 @@ def main() -> int:
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)
     cells = [Cell("distill", 32, config.seed), Cell("quads", 4, config.seed), Cell("quads", 2, config.seed)]
-    rows = fsdd_rows(config, cells, args.out, args.fsdd, limit=args.fsdd_limit, augment=not args.no_augment)
+    rows = fsdd_rows(config, cells, args.out, args.fsdd, limit=args.fsdd_limit, augment=args.augment)
     print()
     print(fsdd_markdown(rows))
     print(f"wall time {time.perf_counter() - started:.0f} s, torch threads {torch.get_num_threads()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 import stat
@@ -25,7 +26,7 @@ from quads.synth import (
 )
 from quads.synth import corpus as corpus_module
 from quads.synth import tts as tts_module
-from quads.synth.augment import augment, utterance_rng
+from quads.synth.augment import augment, band_pass, room_impulse_response, utterance_rng
 from quads.synth.corpus import DEFAULT_SPEAKERS, plan_phrase_corpus
 from quads.synth.tts import speak
 from quads.synth.voices import ESPEAK, FLITE, SPLITS, TEST_ONLY_VOICES, Speaker
@@ -152,7 +153,8 @@ def test_speakers_are_the_same_for_the_same_seed_and_differ_for_another():
 def test_noise_is_added_at_the_requested_signal_to_noise_ratio():
     clean = (0.3 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
     config = AugmentConfig(snr_db=(20.0, 20.0), gain_db=(0.0, 0.0), speed=(1.0, 1.0), lead_silence_s=(0.0, 0.0),
-                           trail_silence_s=(0.0, 0.0), noise_colours=("white",))
+                           trail_silence_s=(0.0, 0.0), noise_colours=("white",), reverb_probability=0.0,
+                           band_probability=0.0)
     noisy = augment(clean, config, utterance_rng(0, "u"), 16000)
     snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
     assert snr == pytest.approx(20.0, abs=0.5)
@@ -165,6 +167,57 @@ def test_augmentation_depends_only_on_seed_and_utterance_name():
     other = augment(clean, AugmentConfig(), utterance_rng(7, "spk-002"), 16000)
     assert np.array_equal(first, again)
     assert first.shape != other.shape or not np.array_equal(first, other)
+
+
+def test_room_impulse_response_decays_60_db_over_its_rt60_and_keeps_the_direct_to_reverb_ratio():
+    rate = 16000
+    response = room_impulse_response(0.4, 6.0, rate, np.random.default_rng(0))
+    assert response[0] == 1.0 and response.size == int(0.4 * rate)
+    tail = response[1:].astype(np.float64)
+    assert 10 * np.log10(1.0 / np.sum(tail ** 2)) == pytest.approx(6.0, abs=1e-3)
+    early, late = (np.sqrt(np.mean(tail[i:i + 400] ** 2)) for i in (100, tail.size - 500))
+    assert 20 * np.log10(early / late) > 45  # ~60 dB apart, minus the noise of a short window
+
+
+def test_band_limited_microphone_removes_the_band_above_its_cut_off():
+    rate = 16000
+    audio = np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.1
+    filtered = band_pass(audio, 100.0, 3400.0, rate)
+    spectrum = np.abs(np.fft.rfft(filtered)) ** 2
+    frequency = np.fft.rfftfreq(filtered.size, 1 / rate)
+    in_band = spectrum[(frequency > 500) & (frequency < 3000)].mean()
+    above = spectrum[frequency > 5000].mean()
+    assert 10 * np.log10(in_band / above) > 30
+
+
+def test_room_and_microphone_apply_only_at_their_probability():
+    clean = np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32)
+    quiet = dict(snr_db=(200.0, 200.0), gain_db=(0.0, 0.0), speed=(1.0, 1.0), lead_silence_s=(0.0, 0.0),
+                 trail_silence_s=(0.0, 0.0))
+    untouched = augment(clean, AugmentConfig(**quiet, reverb_probability=0.0, band_probability=0.0),
+                        utterance_rng(0, "u"), 16000)
+    np.testing.assert_allclose(untouched, clean, atol=1e-6)
+    roomy = augment(clean, AugmentConfig(**quiet, reverb_probability=1.0, band_probability=1.0),
+                    utterance_rng(0, "u"), 16000)
+    assert roomy.shape == clean.shape and not np.allclose(roomy, clean, atol=1e-2)
+
+
+def test_without_room_and_microphone_the_audio_and_fingerprint_are_those_of_earlier_corpora():
+    """Digest of the same call before rooms and microphones existed (quads 0.1.0 at commit 0d7f556)."""
+    clean = np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32)
+    light = AugmentConfig(reverb_probability=0.0, band_probability=0.0)
+    audio = augment(clean, light, utterance_rng(3, "spk-7"), 16000)
+    assert hashlib.sha256(audio.tobytes()).hexdigest()[:16] == "344ceef7f9c6bb82"
+    assert "rt60_s" not in light.to_dict() and "rt60_s" in AugmentConfig().to_dict()
+
+
+@pytest.mark.parametrize("settings, key", [({"reverb_probability": 1.5}, "reverb_probability"),
+                                           ({"band_probability": -0.1}, "band_probability"),
+                                           ({"rt60_s": (0.6, 0.2)}, "rt60_s"),
+                                           ({"highpass_hz": (50.0, 4000.0)}, "lowpass_hz")])
+def test_bad_room_or_microphone_settings_name_the_key(settings, key):
+    with pytest.raises(ConfigError, match=key):
+        AugmentConfig(**settings)
 
 
 # --- TTS errors -------------------------------------------------------------------------------------------------

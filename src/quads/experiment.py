@@ -23,7 +23,7 @@ from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_e
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS_NAME = "commands-v2"
+DEFAULT_CORPUS_NAME = "commands-v3"  # v3: rooms and microphones in the augmentation (v2: noise, gain, speed only)
 
 
 def cache_root(data: DataConfig | None = None) -> Path:

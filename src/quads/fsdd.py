@@ -18,16 +18,19 @@ from typing import Any
 from quads.batches import ExampleSet
 from quads.config import RunConfig
 from quads.data import load_manifest
+from quads.errors import ConfigError
 from quads.evaluate import evaluate_model_file, score_predictions
 from quads.experiment import cache_root
 from quads.grid import Cell, run_grid
 from quads.pretune import needs_frames
 from quads.synth import synthesize_corpus
+from quads.synth.augment import AUGMENT_LEVELS
 from quads.teacher_cache import TeacherCache, teacher_frame_embeddings
 from quads.train import predict_logits
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-DIGIT_CORPUS = "digits-v1"
+# The digit corpus's cache folder per augmentation level (v1 had no room or microphone; v2 has both).
+DIGIT_CORPORA = {"room": "digits-v2", "light": "digits-v1", "none": "digits-v1-clean"}
 UTTERANCES_PER_DIGIT = 3  # per synthetic speaker: 48 x 10 x 3 = 1,440 utterances
 
 
@@ -71,19 +74,23 @@ def write_fsdd_manifest(recordings: Path, path: Path, limit: int = 0) -> int:
     return len(files)
 
 
-def digit_corpus(config: RunConfig, *, speakers: int = 48, augment: bool = True, progress: bool = True) -> Path:
-    """The synthetic ten-digit corpus (synthesised once into the cache)."""
-    name = DIGIT_CORPUS + ("" if augment else "-clean") + ("" if speakers == 48 else f"-{speakers}spk")
+def digit_corpus(config: RunConfig, *, speakers: int = 48, augment: str = "room", progress: bool = True) -> Path:
+    """The synthetic ten-digit corpus (synthesised once into the cache); `augment` is a level of
+    `quads.synth.augment.AUGMENT_LEVELS`: room (default), light or none."""
+    if augment not in AUGMENT_LEVELS:
+        raise ConfigError(f"augmentation level {augment!r}: choose one of {', '.join(AUGMENT_LEVELS)}")
+    name = DIGIT_CORPORA[augment] + ("" if speakers == 48 else f"-{speakers}spk")
     directory = cache_root(config.data) / "corpora" / name
-    table = directory.parent / f"{DIGIT_CORPUS}.tsv"
+    table = directory.parent / "digits-v1.tsv"
     write_digit_phrases(table)
+    augment_config = AUGMENT_LEVELS[augment]
     synthesize_corpus(directory, table, speakers=speakers, seed=0, utterances_per_intent=UTTERANCES_PER_DIGIT,
-                      augment=augment, progress=progress)
+                      augment=augment_config if augment_config is not None else False, progress=progress)
     return directory
 
 
 def fsdd_rows(config: RunConfig, cells: list[Cell], out_dir: str | Path, recordings: Path, *, limit: int = 0,
-              speakers: int = 48, augment: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+              speakers: int = 48, augment: str = "room", progress: bool = True) -> list[dict[str, Any]]:
     """Train `cells` on synthetic digits with `config`, then score the teacher and every model file on FSDD.
 
     Rows carry the synthetic test accuracy (`accuracy`) and the real-speech scores (`fsdd_accuracy`,

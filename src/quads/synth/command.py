@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None, metavar="J",
                         help="parallel TTS processes (default: all CPU cores)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                        help="light noise / gain / speed / silence augmentation (default: on)")
+                        help="augmentation: noise, gain, speed, silence, rooms (reverberation) and microphones "
+                             "(band limits) (default: on)")
     parser.add_argument("--force", action="store_true",
                         help="replace a corpus made with other settings (deletes its data/ and wavs/speakers/)")
     parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
