@@ -123,8 +123,9 @@ class TeacherFrames:
 def teacher_examples(corpus: Corpus, teacher, data: DataConfig, *, pooled: bool = False, progress: bool = True,
                      splits: tuple[str, ...] = ("train", "valid", "test")) -> TeacherFrames:
     """The frozen teacher's frame embeddings [T', D] for each split, one teacher pass per uncached utterance,
-    in shards on disk read per batch. `pooled=True` keeps only their mean ([1, D] per utterance), enough for
-    a linear or MLP teacher head."""
+    in shards on disk read per batch (new outputs go only there, not also into the per-utterance cache: a
+    Whisper-large teacher's frames are the largest thing quads writes). `pooled=True` keeps only their mean
+    ([1, D] per utterance), enough for a linear or MLP teacher head."""
     cache = TeacherCache(cache_root(data) / "teacher")
     identity = teacher_identity(teacher)
     stats = TeacherCacheStats()
@@ -134,16 +135,18 @@ def teacher_examples(corpus: Corpus, teacher, data: DataConfig, *, pooled: bool 
         labels = encode_labels(corpus, split, corpus.label_map)
         keys = [cache.key(utterance.path, identity, pooled) for utterance in utterances]
         directory = store_directory(data, "teacher", keys, labels)
-        if (directory / "index.json").exists():  # a finished store counts as cache hits
-            stats.utterances += len(utterances)
-            stats.hits += len(utterances)
+        finished = (directory / "index.json").exists()
+        before = (stats.utterances, stats.hits, stats.teacher_passes)
 
         def source(positions, utterances=utterances):
             return teacher_frame_embeddings([utterances[i] for i in positions], teacher, cache, progress=progress,
-                                            stats=stats, pooled=pooled)
+                                            stats=stats, pooled=pooled, keep_entries=False)
 
         sets[split] = open_or_build(directory, len(utterances), source, labels, [u.utt_id for u in utterances],
                                     time_dim=0)
+        if finished:  # a finished store counts as cache hits, less any shard the teacher had to recompute
+            stats.utterances = before[0] + len(utterances)
+            stats.hits = before[1] + len(utterances) - (stats.teacher_passes - before[2])
     return TeacherFrames(sets, stats)
 
 

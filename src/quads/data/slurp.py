@@ -106,6 +106,7 @@ def load_slurp(
     *,
     include_synthetic: bool = False,
     skip_missing: bool = False,
+    check_audio: bool = True,
     drop_unknown_labels: bool = False,
 ) -> Corpus:
     """train/devel/test jsonl under `root`, one utterance per recording of the chosen kind.
@@ -126,7 +127,7 @@ def load_slurp(
     splits: dict[str, list[SourcedUtterance]] = {split: [] for split in SLURP_SPLIT_FILES}
     for split, jsonl_path, audio_folder, kind in sources:
         rows = slurp_rows(jsonl_path, audio_folder, kind)
-        splits[split] += drop_missing_audio(rows, jsonl_path, skip_missing=skip_missing)
+        splits[split] += drop_missing_audio(rows, jsonl_path, skip_missing=skip_missing, check_audio=check_audio)
     return build_corpus("slurp", root, splits, drop_unknown=drop_unknown_labels)
 
 
