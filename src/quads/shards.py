@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 SHARD_BYTES = 1 << 30  # about 1 GiB per shard: SLURP's log-mels make ~7 shards, Whisper-large frames ~100
-CHUNK_ITEMS = 256  # items asked of the source at a time while writing: the write-time memory bound
+CHUNK_ITEMS = 64  # items asked of the source at a time while writing: the write-time memory bound
 
 Source = Callable[[Sequence[int]], Sequence[np.ndarray | Tensor]]  # positions -> arrays in item layout
 

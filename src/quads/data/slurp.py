@@ -118,8 +118,10 @@ def load_slurp(
     if recordings not in ("headset", "farfield", "both"):
         raise DataError(f"recordings must be 'headset', 'farfield' or 'both', got {recordings!r}")
     root = Path(root).expanduser().resolve()
+    if audio_dir is None and not check_audio:  # planning from the jsonl alone: the audio may be elsewhere
+        audio_dir = root / "slurp_real"
     real_audio = Path(audio_dir).expanduser().resolve() if audio_dir is not None else find_audio_dir(root, "slurp_real")
-    if not real_audio.is_dir():
+    if check_audio and not real_audio.is_dir():
         raise DataError(f"{real_audio}: SLURP audio folder not found")
     sources = [(split, root / name, real_audio, recordings) for split, name in SLURP_SPLIT_FILES.items()]
     if include_synthetic:
