@@ -338,3 +338,19 @@ class StandardizedItems(Sequence):
         if isinstance(position, slice):
             return [self[i] for i in range(*position.indices(len(self)))]
         return ((self.items[position] - self.mean) / self.std).half()
+
+
+def alias_store(base: ShardedExamples, directory: str | Path, positions: Sequence[int]) -> ShardedExamples:
+    """A store whose item i is `base` item positions[i], sharing base's shard files (symbolic links): how a
+    benchmark scales a corpus by replication without writing its bytes again."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for shard in range(len(base.shard_bytes)):
+        link = directory / base.shard_path(shard).name
+        link.unlink(missing_ok=True)
+        link.symlink_to(base.shard_path(shard).resolve())
+    chosen = np.asarray(positions, dtype=np.int64)
+    _write_index(directory, base.shard_of[chosen].astype(np.int32), base.row_of[chosen],
+                 base.lengths.numpy()[chosen], base.labels[torch.from_numpy(chosen)], [base.ids[i] for i in chosen],
+                 base.time_dim, base.dtype, base.width, base.shard_bytes)
+    return ShardedExamples(directory)
