@@ -41,6 +41,8 @@ BASE_TRAIN = 1984  # train utterances of the built-in corpus
 TEACHER_WIDTH = 1280  # Whisper-large
 VALID_ITEMS = 64
 COMPARE_AT = 3000
+RSS_TARGET = 1.2  # peak RSS, smallest to largest corpus (issue 12's acceptance)
+TIME_TARGET = 1.3  # seconds per utterance, the same
 
 
 def base_features() -> list[torch.Tensor]:
@@ -190,6 +192,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
     parser.add_argument("--quick", action="store_true", help="1K and 10K utterances, 10 steps, no comparison")
     parser.add_argument("--no-compare", action="store_true", help="skip the in-memory comparison at 3K")
+    parser.add_argument("--check", action="store_true", help="exit 1 when peak RSS or time per utterance grows "
+                        f"more than {RSS_TARGET}x / {TIME_TARGET}x from the smallest to the largest size")
     parser.add_argument("--repeats", type=int, default=1, help="alternated runs of each path at 3K (median)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the stores (several GB at 100K)")
@@ -230,8 +234,10 @@ def main() -> None:
     first, last = rows[0], rows[-1]
     growth = {"rss": last["peak_rss_bytes"] / first["peak_rss_bytes"],
               "seconds_per_utterance": last["seconds_per_utterance"] / first["seconds_per_utterance"]}
-    print(f"{first['size']:,} -> {last['size']:,}: peak RSS x{growth['rss']:.3f}, time per utterance "
-          f"x{growth['seconds_per_utterance']:.3f}; {(time.perf_counter() - started) / 60:.1f} min in all")
+    print(f"{first['size']:,} -> {last['size']:,}: peak RSS x{growth['rss']:.3f} (target <= {RSS_TARGET}), time per "
+          f"utterance x{growth['seconds_per_utterance']:.3f} (target <= {TIME_TARGET}); "
+          f"{(time.perf_counter() - started) / 60:.1f} min in all")
+    failed = growth["rss"] > RSS_TARGET or growth["seconds_per_utterance"] > TIME_TARGET
     (args.out / "results.json").write_text(json.dumps({"rows": rows, "comparison": comparison, "growth": growth,
                                                        "steps": args.steps, "workers": args.workers}, indent=1))
     lines = ["| utterances | s/step | ms/utterance | peak RSS (MB) | feature shards (GB) | teacher frames (GB) |"
@@ -245,6 +251,8 @@ def main() -> None:
         shutil.rmtree(args.out / "stores", ignore_errors=True)
         shutil.rmtree(args.out / "runs", ignore_errors=True)
     print(f"results in {args.out}/results.md, results.json, scale.png")
+    if args.check and failed:
+        raise SystemExit("growth above target")
 
 
 if __name__ == "__main__":

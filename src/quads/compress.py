@@ -45,6 +45,7 @@ from quads.pretune import (
 )
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
+from quads.shards import ShardedExamples
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Prepared:
     """What several runs on the same corpus share: loaded once by `quads demo` and `quads ablate`."""
 
     corpus: Corpus
-    student: dict[str, ExampleSet]
+    student: dict[str, ExampleSet | ShardedExamples]
     teacher: PretunedTeacher | None = None
     teacher_frames: TeacherFrames | None = None
     teacher_encoder: Any = None  # the frozen teacher the frames came from (fine-tuned with teacher.unfreeze)
