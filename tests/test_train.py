@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.toy import ToyClassifier, toy_examples
+from tests.helpers.toy import ToyClassifier, toy_examples, toy_store
 
 import quads.train as train_module
 from quads.config import DistillConfig, OptimConfig
@@ -18,11 +18,15 @@ from quads.train import CheckpointMismatch, Stage, TeacherTargets, TrainingDiver
 OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=True)
 
 
-def _fit(run_dir, *, epochs=4, resume=False, fingerprint="a", teacher=None, stages=None):
+def _fit(run_dir, *, epochs=4, resume=False, fingerprint="a", teacher=None, stages=None, stores=None):
+    """Train the toy model; `stores`: a folder to read the same examples from sharded stores on disk."""
     torch.manual_seed(0)
     model = ToyClassifier()
     stages = stages or [Stage("ce", epochs, ce_weights())]
-    result = fit(model, toy_examples(96, 0), toy_examples(30, 1), stages, OPTIM, run_dir, seed=3,
+    train_set, valid_set = toy_examples(96, 0), toy_examples(30, 1)
+    if stores is not None:
+        train_set, valid_set = toy_store(stores / "train", 96, 0), toy_store(stores / "valid", 30, 1)
+    result = fit(model, train_set, valid_set, stages, OPTIM, run_dir, seed=3,
                  teacher=teacher, fingerprint=fingerprint, resume=resume, progress=False)
     return model, result
 
@@ -34,7 +38,12 @@ def test_training_learns_a_separable_task(tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, monkeypatch):
-    _, uninterrupted = _fit(tmp_path / "full")
+    """Through the streaming path (examples read from shards on disk), which must also equal the in-memory one."""
+    stores = tmp_path / "stores"
+    _, uninterrupted = _fit(tmp_path / "full", stores=stores)
+    _, in_memory = _fit(tmp_path / "memory")
+    for key, value in in_memory.model_state.items():
+        assert torch.equal(value, uninterrupted.model_state[key]), key
 
     real_write = train_module.write_metrics_csv
 
@@ -45,10 +54,10 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_module, "write_metrics_csv", killed_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "killed")
+        _fit(tmp_path / "killed", stores=stores)
     monkeypatch.setattr(train_module, "write_metrics_csv", real_write)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
-    _, resumed = _fit(tmp_path / "killed", resume=True)
+    _, resumed = _fit(tmp_path / "killed", resume=True, stores=stores)
 
     for key, value in uninterrupted.model_state.items():
         assert torch.equal(value, resumed.model_state[key]), key
@@ -116,12 +125,15 @@ def test_two_process_gloo_training_matches_one_process(tmp_path, mode):
     repo = Path(__file__).resolve().parents[1]
     worker = repo / "tests" / "helpers" / "ddp_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one"), mode], env=env,
+    stores = tmp_path / "stores"  # both runs read their examples from shards on disk (the streaming path)
+    toy_store(stores / "train", 96, 0)
+    toy_store(stores / "valid", 30, 1)
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one"), mode, str(stores)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), str(worker), str(tmp_path / "two"), mode],
+         "--master_port", str(_free_port()), str(worker), str(tmp_path / "two"), mode, str(stores)],
         env=env, capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)

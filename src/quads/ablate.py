@@ -76,6 +76,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambdas", type=parse_lambdas, metavar="L1,L2,...",
                         help="run the centroid-coefficient ablation instead: QUADS and sequential at each "
                         "quant.centroid_weight (default bits 2 4), e.g. --lambdas 0,0.01,0.1,1")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned cache sizes, memory bound and "
+                        "steps per epoch, then stop")
 
 
 def parse_lambdas(text: str) -> list[float]:
@@ -89,6 +91,12 @@ def parse_lambdas(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from quads.run_plan import print_dry_run
+
+        cells = list(dict.fromkeys((c.recipe, c.bits) for c in ablation_cells(args.seeds, args.bits, args.recipes)))
+        print_dry_run(load_config(args.config, args.overrides), cells, f"quads ablate ({len(args.seeds)} seeds)")
+        return 0
     if args.lambdas:
         from quads.lambda_sweep import run_lambda_sweep
 

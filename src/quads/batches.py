@@ -1,7 +1,7 @@
-"""In-memory example sets and a deterministic batch order that is the same on 1 or N processes.
+"""Example sets and a deterministic batch order that is the same on 1 or N processes.
 
-Utterance-level inputs (log-mel features, or a frozen teacher's frame embeddings) are small enough to keep
-in memory once computed, so training iterates over tensors rather than files. The order of an epoch depends
+`ExampleSet` keeps its tensors in memory (tests, small tools); `quads.shards.ShardedExamples` has the same
+interface and reads each batch from disk (what training on a corpus uses). The order of an epoch depends
 only on (seed, epoch), which is what makes `--resume` continue bit-for-bit and lets N processes split each
 global batch between them (rank r takes every N-th example of it).
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass
@@ -102,3 +103,28 @@ def global_batches(num_examples: int, batch_size: int, seed: int, epoch: int, wo
 def rank_share(global_batch: Tensor, rank: int, world_size: int) -> Tensor:
     """The examples of a global batch that process `rank` computes."""
     return global_batch[rank::world_size]
+
+
+class RankBatches(Dataset):
+    """Item i is this rank's share of global batch i, collated: what a DataLoader reads, in worker processes
+    when there are any. The batches are fixed before the epoch, so workers change speed, never order."""
+
+    def __init__(self, examples, batches: Sequence[Tensor], rank: int = 0, world_size: int = 1):
+        self.examples, self.batches, self.rank, self.world_size = examples, list(batches), rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.examples.collate(rank_share(self.batches[index], self.rank, self.world_size))
+
+
+def _as_is(batch: Batch) -> Batch:
+    return batch
+
+
+def batch_loader(examples, batches: Sequence[Tensor], rank: int = 0, world_size: int = 1,
+                 workers: int = 0) -> DataLoader:
+    """A DataLoader over this rank's share of `batches`, in their order; `workers` > 0 reads ahead in parallel."""
+    return DataLoader(RankBatches(examples, batches, rank, world_size), batch_size=None, shuffle=False,
+                      num_workers=workers, collate_fn=_as_is, prefetch_factor=4 if workers else None)

@@ -45,6 +45,7 @@ from quads.pretune import (
 )
 from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
+from quads.shards import ShardedExamples
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Prepared:
     """What several runs on the same corpus share: loaded once by `quads demo` and `quads ablate`."""
 
     corpus: Corpus
-    student: dict[str, ExampleSet]
+    student: dict[str, ExampleSet | ShardedExamples]
     teacher: PretunedTeacher | None = None
     teacher_frames: TeacherFrames | None = None
     teacher_encoder: Any = None  # the frozen teacher the frames came from (fine-tuned with teacher.unfreeze)
@@ -141,6 +142,7 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     config = effective_config(config, recipe)
     quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
     ignore = () if quantizes else tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits")
+    ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
     return (f"{config.fingerprint(ignore=ignore)}/{recipe}/{config.quant.bits}/"
             f"{corpus_fingerprint(prepared.corpus)}/{teacher}")
@@ -238,7 +240,8 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
                      training_optim(config, recipe_plan), out_dir, seed=config.seed, teacher=targets,
                      quantizer_factory=lambda model: CodebookQuantizer(model, spec, fit=False),
                      fingerprint=fingerprint, resume=resume, progress=progress, description=f"{recipe} {bits}b",
-                     projection_state=projection_state, settings=config.to_dict())
+                     projection_state=projection_state, settings=config.to_dict(),
+                     loader_workers=config.data.loader_workers)
         history, best_epoch = result.history, result.best_epoch
         projection_state = result.projection_state
         if result.quantizer_state is not None:
@@ -337,12 +340,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--wait", action="store_true", help="if another process is writing --out, wait for it "
                         "instead of stopping")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned cache sizes, memory bound and "
+                        "steps per epoch from the manifests, then stop (nothing is decoded or trained)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     if args.bits is not None:
         config = with_bits(config, args.bits)
+    if args.dry_run:
+        from quads.run_plan import print_dry_run
+
+        print_dry_run(config, [(args.recipe, config.quant.bits)],
+                      f"quads compress --recipe {args.recipe} --bits {config.quant.bits}")
+        return 0
     result = compress(config, args.recipe, args.out, teacher_dir=args.teacher, init_dir=args.init,
                       resume=args.resume, progress=not args.quiet, wait=args.wait)
     if Distributed().is_main:

@@ -34,6 +34,7 @@ class DataConfig:
     slurp_recordings: str = "headset"  # headset | farfield | both
     cache_dir: str = ""  # feature / teacher cache; empty = ~/.cache/quads or $QUADS_CACHE_DIR
     skip_missing_audio: bool = False
+    loader_workers: int = 0  # DataLoader processes reading batches ahead from the shards (0: read in the loop)
 
 
 @dataclass

@@ -71,9 +71,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fsdd", action="store_true", help="skip the real-speech (FSDD) part")
     parser.add_argument("--equal-budget", action="store_true", help="also train the fp32 and distilled students "
                         "for as many epochs as QUADS (the equal-budget controls; two more runs)")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned cache sizes, memory bound and "
+                        "steps per epoch of the command-corpus grid, then stop")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from quads.run_plan import print_dry_run
+
+        print_dry_run(load_config(args.config, args.overrides), list(DEMO_CELLS), "quads demo")
+        return 0
     run_demo(args.out, args.config, args.overrides, progress=not args.quiet, real_speech=not args.no_fsdd,
              equal_budget=args.equal_budget)
     return 0

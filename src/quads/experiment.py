@@ -19,7 +19,8 @@ from quads.config import DataConfig
 from quads.data import Corpus, LabelMap, open_corpus
 from quads.errors import DataError
 from quads.features import FeatureCache, compute_features
-from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings
+from quads.shards import ShardedExamples, open_or_build
+from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings, teacher_identity
 
 logger = logging.getLogger(__name__)
 
@@ -85,39 +86,67 @@ def encode_labels(corpus: Corpus, split: str, label_map: LabelMap) -> list[int]:
     return [label_map.encode(utterance.label) for utterance in corpus.splits[split]]
 
 
+def store_directory(data: DataConfig, kind: str, keys: list[str], labels: list[int]) -> Path:
+    """Where the example store of one split lives: named by its items' cache keys and labels, in order."""
+    digest = hashlib.sha256()
+    for key, label in zip(keys, labels, strict=True):
+        digest.update(f"{key}\t{label}\n".encode())
+    return cache_root(data) / "stores" / f"{kind}-{digest.hexdigest()[:20]}"
+
+
 def student_examples(corpus: Corpus, frontend: FrontEndConfig, data: DataConfig, *, progress: bool = True,
-                     splits: tuple[str, ...] = ("train", "valid", "test")) -> dict[str, ExampleSet]:
-    """Log-mel features [n_mels, T] for each split (from the feature cache when possible)."""
+                     splits: tuple[str, ...] = ("train", "valid", "test")) -> dict[str, ShardedExamples]:
+    """Log-mel features [n_mels, T] for each split, in shards on disk read per batch (written once, from the
+    per-utterance feature cache)."""
     cache = FeatureCache(cache_root(data) / "features")
     sets = {}
     for split in splits:
         utterances = corpus.splits[split]
-        features = compute_features(utterances, frontend, cache, progress=progress)
-        sets[split] = ExampleSet(features, encode_labels(corpus, split, corpus.label_map), time_dim=1,
-                                 ids=[u.utt_id for u in utterances])
+        labels = encode_labels(corpus, split, corpus.label_map)
+        keys = [cache.key(utterance.path, frontend) for utterance in utterances]
+
+        def source(positions, utterances=utterances):
+            return compute_features([utterances[i] for i in positions], frontend, cache, progress=progress)
+
+        sets[split] = open_or_build(store_directory(data, "features", keys, labels), len(utterances), source,
+                                    labels, [u.utt_id for u in utterances], time_dim=1, dtype=cache.dtype.name)
     logger.info("student features: %s", cache)
     return sets
 
 
 @dataclass
 class TeacherFrames:
-    sets: dict[str, ExampleSet]
+    sets: dict[str, ExampleSet | ShardedExamples]
     stats: TeacherCacheStats = field(default_factory=TeacherCacheStats)
 
 
 def teacher_examples(corpus: Corpus, teacher, data: DataConfig, *, pooled: bool = False, progress: bool = True,
                      splits: tuple[str, ...] = ("train", "valid", "test")) -> TeacherFrames:
-    """The frozen teacher's frame embeddings [T', D] for each split, one teacher pass per uncached utterance.
-
-    `pooled=True` keeps only their mean ([1, D] per utterance), enough for a linear or MLP teacher head."""
+    """The frozen teacher's frame embeddings [T', D] for each split, one teacher pass per uncached utterance,
+    in shards on disk read per batch (new outputs go only there, not also into the per-utterance cache: a
+    Whisper-large teacher's frames are the largest thing quads writes). `pooled=True` keeps only their mean
+    ([1, D] per utterance), enough for a linear or MLP teacher head."""
     cache = TeacherCache(cache_root(data) / "teacher")
+    identity = teacher_identity(teacher)
     stats = TeacherCacheStats()
     sets = {}
     for split in splits:
         utterances = corpus.splits[split]
-        frames = teacher_frame_embeddings(utterances, teacher, cache, progress=progress, stats=stats, pooled=pooled)
-        sets[split] = ExampleSet(frames, encode_labels(corpus, split, corpus.label_map), time_dim=0,
-                                 ids=[u.utt_id for u in utterances])
+        labels = encode_labels(corpus, split, corpus.label_map)
+        keys = [cache.key(utterance.path, identity, pooled) for utterance in utterances]
+        directory = store_directory(data, "teacher", keys, labels)
+        finished = (directory / "index.json").exists()
+        before = (stats.utterances, stats.hits, stats.teacher_passes)
+
+        def source(positions, utterances=utterances):
+            return teacher_frame_embeddings([utterances[i] for i in positions], teacher, cache, progress=progress,
+                                            stats=stats, pooled=pooled, keep_entries=False)
+
+        sets[split] = open_or_build(directory, len(utterances), source, labels, [u.utt_id for u in utterances],
+                                    time_dim=0)
+        if finished:  # a finished store counts as cache hits, less any shard the teacher had to recompute
+            stats.utterances = before[0] + len(utterances)
+            stats.hits = before[1] + len(utterances) - (stats.teacher_passes - before[2])
     return TeacherFrames(sets, stats)
 
 

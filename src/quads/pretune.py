@@ -14,6 +14,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -25,7 +26,8 @@ from quads.distill import ce_weights
 from quads.errors import ConfigError, QuadsError
 from quads.experiment import TeacherFrames, corpus_fingerprint, load_training_corpus, teacher_examples, write_json
 from quads.models.head import TeacherHead
-from quads.train import Stage, TeacherTargets, evaluate_accuracy, fit, predict_embeddings
+from quads.shards import ShardedExamples, StandardizedItems, StoreRows, open_or_build
+from quads.train import Stage, TeacherTargets, classifier_outputs, evaluate_accuracy, fit, predict_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -182,17 +184,22 @@ def needs_frames(config: RunConfig) -> bool:
 
 
 @torch.no_grad()
-def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, standardize: bool = True,
+def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet | ShardedExamples, *, standardize: bool = True,
                     frames: bool = False) -> TeacherTargets:
     """The teacher's pooled embeddings and logits for every training utterance, computed once per run; with
-    `frames`, also its encoder frames (the frame-level distillation targets), stored as float16.
+    `frames`, also its encoder frames (the frame-level distillation targets), as float16.
 
     Embeddings (and frames) are z-scored per dimension (train statistics) when `standardize`, so the L1 term
     has the same scale whatever the teacher, and the distillation weight alpha means the same across teachers.
+    With a store on disk (`ShardedExamples`) the embeddings and logits are written beside it and read per
+    batch, and the frames are z-scored per batch: nothing of size N x D is held in memory.
     """
-    embeddings, logits = predict_embeddings(teacher.head, train_frames)
-    if standardize:
-        embeddings = (embeddings - embeddings.mean(0)) / embeddings.std(0).clamp_min(1e-6)
+    if isinstance(train_frames, ShardedExamples):
+        embeddings, logits = streamed_head_outputs(teacher, train_frames, standardize)
+    else:
+        embeddings, logits = predict_embeddings(teacher.head, train_frames)
+        if standardize:
+            embeddings = (embeddings - embeddings.mean(0)) / embeddings.std(0).clamp_min(1e-6)
     frame_targets = None
     if frames:
         total = torch.zeros(train_frames.items[0].shape[-1], dtype=torch.float64)
@@ -205,8 +212,52 @@ def teacher_targets(teacher: PretunedTeacher, train_frames: ExampleSet, *, stand
         std = (squares / count - mean.pow(2)).clamp_min(1e-12).sqrt().clamp_min(1e-6)
         if not standardize:
             mean, std = torch.zeros_like(mean), torch.ones_like(std)
-        frame_targets = [((item - mean.float()) / std.float()).half() for item in train_frames.items]
+        frame_targets = StandardizedItems(train_frames.items, mean.float(), std.float())
     return TeacherTargets(embeddings=embeddings, logits=logits, frames=frame_targets)
+
+
+HEAD_BATCH = 64
+
+
+def streamed_head_outputs(teacher: PretunedTeacher, train_frames: ShardedExamples,
+                          standardize: bool) -> tuple[StoreRows, StoreRows]:
+    """(pooled embeddings, logits) of the teacher head for every item of `train_frames`, written once into a
+    store beside it (keyed by the head's weights) and z-scored on read with float64 streaming statistics."""
+    head = teacher.head
+    digest = hashlib.sha256()
+    for name, value in sorted(head.state_dict().items()):
+        digest.update(name.encode() + value.detach().cpu().numpy().tobytes())
+    directory = train_frames.directory.with_name(f"{train_frames.directory.name}-head-{digest.hexdigest()[:16]}")
+
+    @torch.no_grad()
+    def head_rows(positions):
+        was_training = head.training
+        head.eval()
+        rows = []
+        for start in range(0, len(positions), HEAD_BATCH):
+            batch = train_frames.collate(list(positions[start : start + HEAD_BATCH]))
+            logits, embedding = classifier_outputs(head(batch.inputs, batch.mask))
+            rows += [row[None] for row in torch.cat([embedding, logits], 1)]
+        head.train(was_training)
+        return rows
+
+    store = open_or_build(directory, len(train_frames), head_rows, train_frames.labels, train_frames.ids,
+                          time_dim=0)
+    dim = store.width - len(teacher.labels)
+    mean = std = None
+    if standardize:
+        total = torch.zeros(dim, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for position in range(len(store)):
+            row = torch.from_numpy(store.read(position)[0, :dim].astype(np.float64))
+            total += row
+            squares += row * row
+        count = len(store)
+        mean = total / count
+        variance = (squares - count * mean * mean) / max(count - 1, 1)
+        std = variance.clamp_min(0).sqrt().clamp_min(1e-6).float()
+        mean = mean.float()
+    return StoreRows(store, 0, dim, mean, std), StoreRows(store, dim, store.width)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -73,11 +73,14 @@ def teacher_frame_embeddings(
     progress: bool = True,
     stats: TeacherCacheStats | None = None,
     pooled: bool = False,
+    keep_entries: bool = True,
 ) -> list[Tensor]:
     """Frame embeddings [T', D] for each utterance, from the cache or from one teacher pass each.
 
     `pooled=True` keeps only the mean over frames ([1, D]): all a linear or MLP head uses, and 100-1000x less
     to store for a large teacher on a large corpus (Whisper-large on FSC: ~20 MB instead of ~17 GB).
+    `keep_entries=False` reads entries already cached but writes no new ones: for a caller that keeps the outputs
+    itself (the sharded example store), so a large teacher's frames are not on disk twice.
     """
     stats = stats if stats is not None else TeacherCacheStats()
     identity = teacher_identity(teacher)
@@ -105,7 +108,7 @@ def teacher_frame_embeddings(
             frames = torch.as_tensor(frames, dtype=torch.float32)
             if pooled:
                 frames = frames.mean(0, keepdim=True)
-            if cache is not None:
+            if cache is not None and keep_entries:
                 cache.store.put(keys[index], frames.T.numpy())
             results[index] = frames
         bar.update(len(chunk))

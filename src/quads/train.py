@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from quads.atomic import atomic_write, atomic_write_text
-from quads.batches import Batch, ExampleSet, global_batches, rank_share
+from quads.batches import Batch, ExampleSet, batch_loader, global_batches
 from quads.config import OptimConfig
 from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import ConfigError, QuadsError
@@ -305,6 +305,7 @@ def fit(
     distributed: bool = True,
     projection_state: dict[str, Tensor] | None = None,
     settings: dict[str, Any] | None = None,
+    loader_workers: int = 0,
 ) -> FitResult:
     """Train `classifier` through `stages`, checkpointing every epoch into `run_dir`.
 
@@ -314,6 +315,7 @@ def fit(
     with weights on its codebooks. With `resume=True` the run continues from `run_dir/last.pt` bit-for-bit;
     `settings` (the run's config as a dict) is saved with each checkpoint so that resuming under another
     `fingerprint` names the keys that differ.
+    Batches are read through a DataLoader (`loader_workers` processes read ahead; the order never changes).
     """
     run_dir = Path(run_dir)
     for index, stage in enumerate(stages):
@@ -409,11 +411,11 @@ def fit(
         bar = tqdm(batches, desc=f"{description} {epoch + 1}/{total_epochs} [{stage.name}]", leave=False,
                    disable=not (progress and world.is_main), unit="batch")
         module.train()
-        for global_batch in bar:
+        loader = batch_loader(train_set, batches, world.rank, world.world_size, loader_workers)
+        for global_batch, batch in zip(bar, loader, strict=True):
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * learning_rate_factor(
                     step, total_steps, warmup_steps, optim.min_lr_ratio)
-            batch = train_set.collate(rank_share(global_batch, world.rank, world.world_size))
             if use_augment and train_set.time_dim == 1:
                 batch = spec_augment(batch, generator)
             if quantizer is not None and stage.quantize:

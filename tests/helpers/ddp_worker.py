@@ -12,11 +12,16 @@ from tests.helpers.toy import ToyClassifier, toy_examples
 from quads.config import OptimConfig
 from quads.distill import LossWeights, ce_weights
 from quads.quantize import CodebookQuantizer, QuantizationSpec
+from quads.shards import ShardedExamples
 from quads.train import Stage, fit
 
 
-def main(out_dir: str, mode: str = "ce") -> None:
-    """mode "ce": two CE epochs; "quantize": one CE epoch, then a 2-bit quantize stage with the centroid term."""
+def main(out_dir: str, mode: str = "ce", stores: str = "") -> None:
+    """mode "ce": two CE epochs; "quantize": one CE epoch, then a 2-bit quantize stage with the centroid term.
+    With `stores`, the examples are read from the sharded stores in that folder (written by the test)."""
+    train_set, valid_set = toy_examples(96, 0), toy_examples(30, 1)
+    if stores:
+        train_set, valid_set = ShardedExamples(Path(stores) / "train"), ShardedExamples(Path(stores) / "valid")
     torch.manual_seed(0)
     model = ToyClassifier()
     optim = OptimConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0.5, spec_augment=False)
@@ -24,7 +29,7 @@ def main(out_dir: str, mode: str = "ce") -> None:
     if mode == "quantize":
         stages = [Stage("ce", 1, ce_weights()),
                   Stage("quantize", 2, LossWeights(ce=1.0, centroid=1.0), quantize=True)]
-    result = fit(model, toy_examples(96, 0), toy_examples(30, 1), stages, optim, out_dir, seed=0, progress=False,
+    result = fit(model, train_set, valid_set, stages, optim, out_dir, seed=0, progress=False,
                  quantizer_factory=lambda m: CodebookQuantizer(m, QuantizationSpec(bits=2), fit=False))
     import torch.distributed as dist
 

@@ -21,6 +21,15 @@ def toy_examples(count: int, seed: int, channels: int = 8, classes: int = 3) -> 
     return ExampleSet(items, labels, time_dim=1)
 
 
+def toy_store(directory, count: int, seed: int, shard_bytes: int = 4000):
+    """The same examples as `toy_examples`, written into a sharded store on disk (several small shards)."""
+    from quads.shards import open_or_build
+
+    examples = toy_examples(count, seed)
+    return open_or_build(directory, count, lambda positions: [examples.items[i] for i in positions],
+                         examples.labels, examples.ids, time_dim=1, shard_bytes=shard_bytes)
+
+
 class ToyClassifier(nn.Module):
     """A conv layer, masked mean pooling and a linear head; outputs like IntentClassifier (frames included)."""
 

@@ -128,9 +128,11 @@ class SourcedUtterance:
         return f"{self.source}:{self.line}"
 
 
-def drop_missing_audio(rows: list[SourcedUtterance], source: Path, *, skip_missing: bool) -> list[SourcedUtterance]:
-    """Audio listed but absent is an error (a half-downloaded corpus silently shrinks results) unless asked to skip."""
-    missing = [row for row in rows if not row.utterance.path.is_file()]
+def drop_missing_audio(rows: list[SourcedUtterance], source: Path, *, skip_missing: bool,
+                       check_audio: bool = True) -> list[SourcedUtterance]:
+    """Audio listed but absent is an error (a half-downloaded corpus silently shrinks results) unless asked to skip.
+    `check_audio=False` keeps every row unchecked (planning a run from the manifests alone: `--dry-run`)."""
+    missing = [row for row in rows if check_audio and not row.utterance.path.is_file()]
     if not missing:
         return rows
     examples = ", ".join(f"{row.utterance.path} (line {row.line})" for row in missing[:MISSING_EXAMPLES_SHOWN])

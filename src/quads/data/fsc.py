@@ -31,7 +31,8 @@ def fsc_split_file(root: Path, split: str) -> Path:
     return root / "data" / f"{split}_data.csv"
 
 
-def load_fsc(root: str | Path, *, skip_missing: bool = False, drop_unknown_labels: bool = False) -> Corpus:
+def load_fsc(root: str | Path, *, skip_missing: bool = False, drop_unknown_labels: bool = False,
+             check_audio: bool = True) -> Corpus:
     """The official train/valid/test split; the label map is built from train.
 
     skip_missing: skip rows whose audio file does not exist (with a counted warning) instead of failing.
@@ -44,7 +45,7 @@ def load_fsc(root: str | Path, *, skip_missing: bool = False, drop_unknown_label
     for split in SPLITS:
         csv_path = fsc_split_file(root, split)
         rows = read_fsc_csv(csv_path, root)
-        splits[split] = drop_missing_audio(rows, csv_path, skip_missing=skip_missing)
+        splits[split] = drop_missing_audio(rows, csv_path, skip_missing=skip_missing, check_audio=check_audio)
     return build_corpus("fsc", root, splits, drop_unknown=drop_unknown_labels)
 
 

@@ -25,6 +25,7 @@ def load_manifest(
     label_map: LabelMap | None = None,
     *,
     skip_missing: bool = False,
+    check_audio: bool = True,
     drop_unknown_labels: bool = False,
 ) -> Corpus:
     """Utterances of a manifest; with `label_map` (a trained model's) every label must be in it.
@@ -38,7 +39,8 @@ def load_manifest(
         (manifest_split(row, csv_path), SourcedUtterance(manifest_utterance(row, csv_path), csv_path, row.line))
         for row in rows
     ]
-    kept = {id(item) for item in drop_missing_audio([item for _, item in parsed], csv_path, skip_missing=skip_missing)}
+    kept = {id(item) for item in drop_missing_audio([item for _, item in parsed], csv_path, skip_missing=skip_missing,
+                                                  check_audio=check_audio)}
     splits: dict[str, list[SourcedUtterance]] = {split: [] for split in SPLITS}
     for split, item in parsed:
         if id(item) in kept:

@@ -106,6 +106,7 @@ def load_slurp(
     *,
     include_synthetic: bool = False,
     skip_missing: bool = False,
+    check_audio: bool = True,
     drop_unknown_labels: bool = False,
 ) -> Corpus:
     """train/devel/test jsonl under `root`, one utterance per recording of the chosen kind.
@@ -117,8 +118,10 @@ def load_slurp(
     if recordings not in ("headset", "farfield", "both"):
         raise DataError(f"recordings must be 'headset', 'farfield' or 'both', got {recordings!r}")
     root = Path(root).expanduser().resolve()
+    if audio_dir is None and not check_audio:  # planning from the jsonl alone: the audio may be elsewhere
+        audio_dir = root / "slurp_real"
     real_audio = Path(audio_dir).expanduser().resolve() if audio_dir is not None else find_audio_dir(root, "slurp_real")
-    if not real_audio.is_dir():
+    if check_audio and not real_audio.is_dir():
         raise DataError(f"{real_audio}: SLURP audio folder not found")
     sources = [(split, root / name, real_audio, recordings) for split, name in SLURP_SPLIT_FILES.items()]
     if include_synthetic:
@@ -126,7 +129,7 @@ def load_slurp(
     splits: dict[str, list[SourcedUtterance]] = {split: [] for split in SLURP_SPLIT_FILES}
     for split, jsonl_path, audio_folder, kind in sources:
         rows = slurp_rows(jsonl_path, audio_folder, kind)
-        splits[split] += drop_missing_audio(rows, jsonl_path, skip_missing=skip_missing)
+        splits[split] += drop_missing_audio(rows, jsonl_path, skip_missing=skip_missing, check_audio=check_audio)
     return build_corpus("slurp", root, splits, drop_unknown=drop_unknown_labels)
 
 
