@@ -24,7 +24,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,6 @@ class FitResult:
     model_state: dict[str, Tensor]  # the selected weights (on the codebooks for a quantized run)
     quantizer_state: dict[str, Any] | None
     projection_state: dict[str, Tensor] | None = None  # P at the end of training (carried into the next recipe)
-    steps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Distributed:
@@ -510,5 +508,4 @@ def fit(
     classifier.load_state_dict(best["model"])
     projection_out = None if projection is None else {k: v.detach().clone() for k, v in projection.state_dict().items()}
     return FitResult(best_epoch=best["epoch"], best_valid_accuracy=best["valid_accuracy"], history=state["history"],
-                     model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out,
-                     steps=step)
+                     model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out)

@@ -79,11 +79,6 @@ class WhisperFrozenTeacher:
                 by_index[index] = frames[row, frame_mask[row]].float().cpu()
         return [by_index[index] for index in range(len(waveforms))]
 
-    def encode_features(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For callers that already hold Whisper log-mels [B, n_mels, T] with their mask."""
-        with torch.no_grad():
-            return self.encoder(features.to(self.device), mask.to(self.device))
-
     def num_parameters(self) -> int:
         return self.encoder.num_parameters()
 

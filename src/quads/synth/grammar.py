@@ -10,7 +10,6 @@ The built-in table (`resources/command_phrases.tsv`) is our own set of home-assi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -119,13 +118,6 @@ def builtin_phrase_table() -> PhraseTable:
     """The built-in home-assistant command table: FSC's 31 intents, several phrasings each, written for quads."""
     text = (resources.files("quads") / "resources" / BUILTIN_TABLE).read_text(encoding="utf-8")
     return parse_phrase_table(text, source=f"quads/resources/{BUILTIN_TABLE}")
-
-
-def phrase_table_from_rows(rows: Iterable[dict[str, str]], columns: tuple[str, ...], source: str) -> PhraseTable:
-    """Build a table in memory (e.g. from SLURP records) through the same checks as a TSV file."""
-    lines = ["\t".join(columns)]
-    lines.extend("\t".join(_one_line(row.get(column, "")) for column in columns) for row in rows)
-    return parse_phrase_table("\n".join(lines) + "\n", source=source)
 
 
 def _detect_schema(columns: tuple[str, ...], source: str) -> str:
