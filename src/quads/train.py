@@ -38,6 +38,7 @@ from quads.batches import Batch, ExampleSet, global_batches, rank_share
 from quads.config import OptimConfig
 from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import ConfigError, QuadsError
+from quads.models.head import ClassifierOutput
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +129,9 @@ class StudentWithProjection(nn.Module):
         return logits, self.projection(embedding), None
 
 
-def classifier_outputs(output: Any) -> tuple[Tensor, Tensor]:
-    """(logits, embedding) from a classifier's output (a ClassifierOutput or a plain pair)."""
-    if hasattr(output, "logits"):
-        return output.logits, output.embedding
-    return output[0], output[1]
+def classifier_outputs(output: ClassifierOutput) -> tuple[Tensor, Tensor]:
+    """(logits, embedding) from a classifier's output."""
+    return output.logits, output.embedding
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
