@@ -15,6 +15,7 @@ from pathlib import Path
 
 from quads.audio import FrontEndConfig
 from quads.batches import ExampleSet
+from quads.cache_dir import cache_root
 from quads.config import DataConfig
 from quads.data import Corpus, LabelMap, open_corpus
 from quads.errors import DataError
@@ -24,14 +25,6 @@ from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_e
 logger = logging.getLogger(__name__)
 
 DEFAULT_CORPUS_NAME = "commands-v2"
-
-
-def cache_root(data: DataConfig | None = None) -> Path:
-    """Root of every quads cache: data.cache_dir, else $QUADS_CACHE_DIR, else ~/.cache/quads."""
-    if data is not None and data.cache_dir:
-        return Path(data.cache_dir).expanduser()
-    root = os.environ.get("QUADS_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "quads"
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from quads.data.fsc import SLOT_COLUMNS
 from quads.errors import DataError
 
-FSC_SLOTS = ("action", "object", "location")
 FSC_SCHEMA = "fsc"
 INTENT_SCHEMA = "intent"
 BUILTIN_TABLE = "command_phrases.tsv"
@@ -128,7 +128,7 @@ def _detect_schema(columns: tuple[str, ...], source: str) -> str:
         raise DataError(f"{source}:1: the header has no `transcription` column (found: {', '.join(columns)})")
     if "intent" in columns:
         return INTENT_SCHEMA
-    missing = [slot for slot in FSC_SLOTS if slot not in columns]
+    missing = [slot for slot in SLOT_COLUMNS if slot not in columns]
     if missing:
         raise DataError(f"{source}:1: the header needs either an `intent` column or all of "
                         f"`action`, `object`, `location` (missing: {', '.join(missing)})")

@@ -13,9 +13,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from quads.data.corpus import SPLITS
 from quads.data.slurp import SLURP_SPLIT_FILES, iter_slurp_records, slurp_label
 from quads.errors import DataError
-from quads.synth.voices import SPLIT_FRACTIONS, SPLITS
+from quads.synth.voices import SPLIT_FRACTIONS
 
 
 @dataclass(frozen=True)
