@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import soundfile
 
+from quads.config import DataConfig
 from quads.data import DataWarning, LabelMap, load_manifest, open_corpus
 from quads.errors import ConfigError, DataError
+from quads.experiment import load_training_corpus
 
 
 def write_wav(path: Path, samples: int = 1600, rate: int = 16000) -> Path:
@@ -112,6 +114,14 @@ def test_open_corpus_detects_fsc_from_its_root_or_data_folder(tmp_path):
     root = make_tiny_fsc(tmp_path / "fsc")
     assert open_corpus(root).name == "fsc"
     assert open_corpus(root / "data").root == root.resolve()
+
+
+def test_training_accepts_fsc_given_by_its_data_folder(tmp_path):
+    """data.path may name FSC's root or its data/ folder: the format is detected once, not guessed again."""
+    root = make_tiny_fsc(tmp_path / "fsc")
+    for path in (root, root / "data"):
+        corpus = load_training_corpus(DataConfig(path=str(path)), progress=False)
+        assert corpus.name == "fsc" and corpus.root == root.resolve()
 
 
 def test_open_corpus_detects_a_manifest_and_passes_options(tmp_path):
