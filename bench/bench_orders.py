@@ -18,8 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from quads.cache_dir import cache_root
 from quads.config import load_config
-from quads.experiment import cache_root
 from quads.grid import Cell, run_grid
 from quads.report import results_markdown
 from quads.synth import synthesize_corpus

@@ -82,3 +82,11 @@ def test_fit_refuses_a_stage_without_epochs(tmp_path):
         fit(ToyClassifier(), toy_examples(16, 0), toy_examples(8, 1),
             [Stage("ce", 1, ce_weights()), Stage("quantize", 0, ce_weights(), quantize=True)],
             OptimConfig(batch_size=8), tmp_path, progress=False, quantizer_factory=lambda m: None)
+
+
+def test_set_below_a_plain_setting_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"--set seed\.x=1: 'seed' is a setting, not a section, so 'seed\.x'"):
+        load_config(None, ["seed.x=1"])
+    with pytest.raises(ConfigError, match=r"'distill\.alpha\.x' does not exist"):
+        load_config(None, ["distill.alpha.x=1"])
+    assert load_config(None, ["quant.per_layer.conv1=8"]).quant.per_layer["conv1"] == 8  # a mapping takes any key

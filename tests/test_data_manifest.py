@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
-from torch.utils.data import DataLoader
 
-from quads.data import DataWarning, LabelMap, UtteranceDataset, collate_waveforms, load_manifest, open_corpus
-from quads.errors import AudioError, ConfigError, DataError
+from quads.config import DataConfig
+from quads.data import DataWarning, LabelMap, load_manifest, open_corpus
+from quads.errors import ConfigError, DataError
+from quads.experiment import load_training_corpus
 
 
 def write_wav(path: Path, samples: int = 1600, rate: int = 16000) -> Path:
@@ -116,6 +116,14 @@ def test_open_corpus_detects_fsc_from_its_root_or_data_folder(tmp_path):
     assert open_corpus(root / "data").root == root.resolve()
 
 
+def test_training_accepts_fsc_given_by_its_data_folder(tmp_path):
+    """data.path may name FSC's root or its data/ folder: the format is detected once, not guessed again."""
+    root = make_tiny_fsc(tmp_path / "fsc")
+    for path in (root, root / "data"):
+        corpus = load_training_corpus(DataConfig(path=str(path)), progress=False)
+        assert corpus.name == "fsc" and corpus.root == root.resolve()
+
+
 def test_open_corpus_detects_a_manifest_and_passes_options(tmp_path):
     path = make_manifest(tmp_path, ["a.wav,go,x", "missing.wav,go,x"])
     with pytest.warns(DataWarning):
@@ -132,35 +140,3 @@ def test_open_corpus_explains_an_unrecognised_folder(tmp_path):
         open_corpus(tmp_path)
     with pytest.raises(DataError, match="no such file or folder"):
         open_corpus(tmp_path / "absent")
-
-
-# --- UtteranceDataset -----------------------------------------------------------------------------------------------
-
-
-def test_dataset_yields_waveform_label_id_and_speaker_and_collates_padded(tmp_path):
-    write_wav(tmp_path / "short.wav", samples=800)
-    write_wav(tmp_path / "long.wav", samples=800, rate=8000)  # resampled to 1600 samples
-    corpus = load_manifest(make_manifest(tmp_path, ["short.wav,stop,ann", "long.wav,go,bob"]))
-    dataset = UtteranceDataset(corpus.splits["test"], corpus.label_map)
-    waveform, label, utt_id, speaker = dataset[0]
-    assert waveform.dtype == np.float32 and waveform.shape == (800,)
-    assert (label, utt_id, speaker) == (1, "short", "ann")
-
-    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_waveforms)))
-    assert batch.waveforms.shape == (2, 1600) and batch.lengths.tolist() == [800, 1600]
-    assert batch.labels.tolist() == [1, 0] and batch.utt_ids == ["short", "long"] and batch.speakers == ["ann", "bob"]
-    assert float(batch.waveforms[0, 800:].abs().max()) == 0.0
-    assert torch.allclose(batch.waveforms[0, :800], torch.full((800,), 0.25))
-
-
-def test_dataset_rejects_a_label_outside_the_map_up_front(tmp_path):
-    corpus = load_manifest(make_manifest(tmp_path, ["a.wav,jump,x"]))
-    with pytest.raises(DataError, match=r"unknown intent label 'jump' \(utterance a, .*a\.wav\)"):
-        UtteranceDataset(corpus.splits["test"], LabelMap(["go"]))
-
-
-def test_dataset_reports_unreadable_audio_as_an_audio_error(tmp_path):
-    corpus = load_manifest(make_manifest(tmp_path, ["a.wav,go,x"]))
-    corpus.splits["test"][0].path.write_bytes(b"not audio")
-    with pytest.raises(AudioError, match=r"a\.wav: cannot read audio"):
-        UtteranceDataset(corpus.splits["test"], corpus.label_map)[0]

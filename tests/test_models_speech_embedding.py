@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -100,3 +102,15 @@ def test_waveforms_that_are_not_mono_samples_are_audio_errors(teacher: SpeechEmb
         teacher.embed(np.full(16000, np.nan, np.float32))
     with pytest.raises(ConfigError, match="threads"):
         SpeechEmbeddingTeacher(threads=0)
+
+
+def test_the_default_teacher_does_not_import_transformers() -> None:
+    """Whisper (and its seconds-long transformers import) loads only for a whisper teacher spec."""
+    code = ("import sys\n"
+            "from quads.models.teacher import build_teacher\n"
+            f"if {HAVE_MODEL_FILES}:\n"
+            "    build_teacher('speech_embedding')\n"
+            "assert 'transformers' not in sys.modules, 'transformers was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from quads.data.slurp import read_slurp_records
 from quads.errors import DataError
 from quads.synth import synthesize_slurp_corpus
 from quads.synth.slurp_text import read_slurp_jsonl, read_slurp_splits
@@ -30,15 +31,27 @@ def record(sentence: str, scenario: str, action: str, slurp_id: int, intent: str
 def test_bad_json_line_is_reported_with_file_and_line(tmp_path):
     path = tmp_path / "devel.jsonl"
     path.write_text(record("wake me up at six", "alarm", "set", 1) + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:2: not valid JSON"):
+    with pytest.raises(DataError, match=rf"{path}:2: malformed JSON"):
         read_slurp_jsonl(path)
 
 
 def test_record_without_sentence_is_reported_with_file_line_and_field(tmp_path):
     path = tmp_path / "test.jsonl"
-    path.write_text(json.dumps({"scenario": "alarm", "action": "set"}) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:1: field 'sentence' is missing"):
+    path.write_text(json.dumps({"slurp_id": 1, "scenario": "alarm", "action": "set"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:1: record has no 'sentence' key"):
         read_slurp_jsonl(path)
+
+
+def test_synthesiser_and_corpus_loader_read_slurp_the_same_way(tmp_path):
+    """One SLURP reader: a record the corpus loader rejects is rejected by the synthesiser with the same words."""
+    path = tmp_path / "devel.jsonl"
+    path.write_text(json.dumps({"slurp_id": 1, "sentence": "hi", "scenario": "", "action": "set"}) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(DataError) as from_loader:
+        read_slurp_records(path)
+    with pytest.raises(DataError) as from_synthesiser:
+        read_slurp_jsonl(path)
+    assert str(from_synthesiser.value) == str(from_loader.value)
 
 
 def test_label_is_scenario_and_action_even_when_the_intent_field_is_malformed(tmp_path):

@@ -1,4 +1,4 @@
-"""`quads ablate`: the full ablation grid of METHOD.md, every recipe x {32, 16, 8, 4, 2} bits x seeds.
+"""`quads ablate`: the full ablation grid, every recipe of docs/METHOD.md x {32, 16, 8, 4, 2} bits x seeds.
 
 Rows: student fp32 (CE only) and student + distillation at 32 bits; post-training k-means at 16 (a float16
 cast), 8, 4 and 2 bits; codebook QAT without a teacher, sequential and QUADS at 8, 4 and 2 bits (at 16 and 32

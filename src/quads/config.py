@@ -255,9 +255,15 @@ def _one_line(error: Exception) -> str:
 def _override_value(parts: list[str], raw: str, item: str) -> Any:
     """A --set value: verbatim for a string setting (no YAML coercion: 0123 stays '0123'), else parsed as YAML."""
     annotation: Any = RunConfig
-    for part in parts:
-        hints = _field_types(annotation) if dataclasses.is_dataclass(annotation) else {}
-        annotation = hints.get(part)
+    for depth, part in enumerate(parts):
+        if typing.get_origin(annotation) is dict:  # a free-form mapping (e.g. quant.per_layer): any key
+            annotation = None
+            break
+        if annotation is not None and not dataclasses.is_dataclass(annotation):
+            section = ".".join(parts[:depth])
+            raise ConfigError(f"--set {item}: '{section}' is a setting, not a section, so "
+                              f"'{'.'.join(parts)}' does not exist")
+        annotation = _field_types(annotation).get(part) if annotation is not None else None
     if annotation is str:
         return raw
     try:

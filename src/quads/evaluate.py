@@ -8,7 +8,7 @@ Scores
   in the data counts with F1 = 0, so spurious predictions are punished. The same intents are the rows and
   columns of the confusion matrix and of the per-intent report.
 
-Costs (METHOD.md, "Efficiency figures")
+Costs (docs/METHOD.md, "Efficiency figures")
 - parameters of the classifier (encoder + head), bytes of the file on disk, and its theoretical size (the
   payload: bit-packed indices + codebooks + float16 tensors + float remainder; the difference is the header);
 - GMACs for one utterance at its real length, counted exactly once per distinct frame count and averaged over

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from quads.audio import FrontEndConfig
 from quads.batches import ExampleSet
+from quads.cache_dir import cache_root
 from quads.config import DataConfig
-from quads.data import Corpus, LabelMap, open_corpus
+from quads.data import Corpus, LabelMap, load_slurp
+from quads.data.detect import detect_corpus
 from quads.errors import DataError
 from quads.features import FeatureCache, compute_features
 from quads.shards import ShardedExamples, open_or_build
@@ -25,14 +27,6 @@ from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_e
 logger = logging.getLogger(__name__)
 
 DEFAULT_CORPUS_NAME = "commands-v3"  # v3: rooms and microphones in the augmentation (v2: noise, gain, speed only)
-
-
-def cache_root(data: DataConfig | None = None) -> Path:
-    """Root of every quads cache: data.cache_dir, else $QUADS_CACHE_DIR, else ~/.cache/quads."""
-    if data is not None and data.cache_dir:
-        return Path(data.cache_dir).expanduser()
-    root = os.environ.get("QUADS_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "quads"
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
@@ -53,11 +47,11 @@ def ensure_default_corpus(data: DataConfig | None = None, *, progress: bool = Tr
 def load_training_corpus(data: DataConfig, *, progress: bool = True) -> Corpus:
     """The configured corpus (FSC / SLURP layout or manifest), or the built-in synthetic one."""
     path = Path(data.path).expanduser() if data.path else ensure_default_corpus(data, progress=progress)
-    options = {"skip_missing": data.skip_missing_audio}
-    if (path / "data" / "train_data.csv").exists() or path.suffix == ".csv":
-        corpus = open_corpus(path, **options)
-    else:
-        corpus = open_corpus(path, recordings=data.slurp_recordings, **options)
+    loader, root = detect_corpus(path)  # once: the loader that recognised the layout gets only its own options
+    options: dict = {"skip_missing": data.skip_missing_audio}
+    if loader is load_slurp:
+        options["recordings"] = data.slurp_recordings
+    corpus = loader(root, **options)
     for split in ("train", "valid", "test"):
         if not corpus.splits.get(split):
             raise DataError(f"{path}: the corpus has no '{split}' utterances; training needs train, valid and test")

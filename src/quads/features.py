@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 import zipfile
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from quads.audio import (
     load_audio,
     pad_batch,
 )
+from quads.cache_dir import cache_root
 from quads.data import SPLITS, Utterance, open_corpus
 from quads.errors import AudioError, ConfigError
 
@@ -55,8 +55,7 @@ logger = logging.getLogger(__name__)
 
 def default_cache_dir() -> Path:
     """$QUADS_CACHE_DIR/features, else ~/.cache/quads/features (QUADS_CACHE_DIR is the root of all quads caches)."""
-    root = os.environ.get("QUADS_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "quads") / "features"
+    return cache_root() / "features"
 
 
 def file_sha256(path: Path) -> str:

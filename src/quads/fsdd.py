@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from quads.batches import ExampleSet
+from quads.cache_dir import cache_root
 from quads.config import RunConfig
 from quads.data import load_manifest
 from quads.errors import ConfigError
 from quads.evaluate import evaluate_model_file, score_predictions
-from quads.experiment import cache_root
 from quads.grid import Cell, run_grid
 from quads.pretune import needs_frames
 from quads.synth import synthesize_corpus

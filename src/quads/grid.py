@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from quads.cache_dir import cache_root
 from quads.compress import FLOAT_RECIPES, Prepared, compress, prepare, run_fingerprint, stale_reason, with_bits
 from quads.config import RunConfig
 from quads.errors import ConfigError
 from quads.evaluate import evaluate_model_file, score_predictions
-from quads.experiment import cache_root, default_corpus_dir, write_json
+from quads.experiment import default_corpus_dir, write_json
 from quads.export import export_run
 from quads.pretune import pretune_fingerprint
 from quads.recipes import equal_budget, plan

@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from quads.codebook import FP16_BITS, QuantizedTensor, has_codebook, pack_indices
+from quads.onnx_session import cpu_session
 
 _Fingerprint = tuple[tuple[int, ...], str]
 
@@ -148,18 +149,13 @@ def _rebuild(matches: dict[str, _Match]) -> _Builder:
 
 def _rebuilds_exactly(builder: _Builder, expected: dict[str, np.ndarray], opset_imports) -> set[str]:
     """The outputs of `builder`'s subgraph that onnxruntime computes equal to `expected`."""
-    import onnxruntime
-
     if not expected:
         return set()
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in expected]
     graph = helper.make_graph(builder.nodes, "rebuild", [], outputs, list(builder.initializers.values()))
     model = helper.make_model(graph, opset_imports=opset_imports)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 4
     try:
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model.SerializeToString(), log_severity=4)
         results = session.run(list(expected), {})
     except Exception:  # onnxruntime raises several unrelated types for an op or type it lacks
         return set()

@@ -27,6 +27,7 @@ from quads.atomic import atomic_write_bytes
 from quads.codebook import QuantizedTensor
 from quads.errors import ConfigError
 from quads.models.classifier import IntentClassifier
+from quads.onnx_session import cpu_session
 
 INPUT_NAMES = ["features", "mask"]
 OUTPUT_NAMES = ["logits"]
@@ -96,17 +97,11 @@ def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, ops
 
 def onnx_session(path: str | Path, threads: int = 1):
     """An onnxruntime CPU session for an exported classifier."""
-    import onnxruntime
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: ONNX file not found")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(path, threads)
     except Exception as error:  # onnxruntime raises several unrelated types for a bad file
         raise ConfigError(f"{path}: not a loadable ONNX model ({error})") from error
 

@@ -52,10 +52,6 @@ class RecipePlan:
     def uses_teacher(self) -> bool:
         return any(stage.weights.uses_teacher for stage in self.stages)
 
-    @property
-    def quantized(self) -> bool:
-        return self.bits <= 8
-
 
 def paper_schedule(total_epochs: int) -> list[tuple[str, int]]:
     """The paper's distil/quantize/distil/quantize pattern scaled to `total_epochs`, ending on quantize."""

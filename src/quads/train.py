@@ -24,7 +24,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from quads.batches import Batch, ExampleSet, batch_loader, global_batches
 from quads.config import OptimConfig
 from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import ConfigError, QuadsError
+from quads.models.head import ClassifierOutput
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ class FitResult:
     model_state: dict[str, Tensor]  # the selected weights (on the codebooks for a quantized run)
     quantizer_state: dict[str, Any] | None
     projection_state: dict[str, Tensor] | None = None  # P at the end of training (carried into the next recipe)
-    steps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Distributed:
@@ -130,11 +129,9 @@ class StudentWithProjection(nn.Module):
         return logits, self.projection(embedding), None
 
 
-def classifier_outputs(output: Any) -> tuple[Tensor, Tensor]:
-    """(logits, embedding) from a classifier's output (a ClassifierOutput or a plain pair)."""
-    if hasattr(output, "logits"):
-        return output.logits, output.embedding
-    return output[0], output[1]
+def classifier_outputs(output: ClassifierOutput) -> tuple[Tensor, Tensor]:
+    """(logits, embedding) from a classifier's output."""
+    return output.logits, output.embedding
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -512,5 +509,4 @@ def fit(
     classifier.load_state_dict(best["model"])
     projection_out = None if projection is None else {k: v.detach().clone() for k, v in projection.state_dict().items()}
     return FitResult(best_epoch=best["epoch"], best_valid_accuracy=best["valid_accuracy"], history=state["history"],
-                     model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out,
-                     steps=step)
+                     model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out)

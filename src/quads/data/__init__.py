@@ -1,7 +1,6 @@
 """Corpora: the utterances of Fluent Speech Commands, SLURP or a CSV manifest, split and labelled the same way."""
 
 from quads.data.corpus import SPLITS, Corpus, DataWarning, LabelMap, Utterance
-from quads.data.dataset import UtteranceDataset, WaveformBatch, WaveformItem, collate_waveforms
 from quads.data.detect import open_corpus
 from quads.data.fsc import load_fsc
 from quads.data.manifest import load_manifest
@@ -13,10 +12,6 @@ __all__ = [
     "DataWarning",
     "LabelMap",
     "Utterance",
-    "UtteranceDataset",
-    "WaveformBatch",
-    "WaveformItem",
-    "collate_waveforms",
     "load_fsc",
     "load_manifest",
     "load_slurp",

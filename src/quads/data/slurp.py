@@ -29,7 +29,7 @@ Recordings = Literal["headset", "farfield", "both"]
 
 
 def read_slurp_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of one SLURP jsonl file, validated for the text fields (no audio needed: the synthesiser uses it).
+    """The records of one SLURP jsonl file, validated for the text fields only (no audio needed).
 
     Each record has at least slurp_id, sentence, scenario and action; a malformed line is a DataError naming file:line.
     """
@@ -37,6 +37,7 @@ def read_slurp_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def iter_slurp_records(path: Path, *, need_recordings: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each record; the one SLURP reader (`quads.synth.slurp_text` reads text with it)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:

@@ -12,7 +12,7 @@ from typing import Any
 from quads.models.classifier import ClassifierOutput, IntentClassifier
 from quads.models.conv import CONV_PRESETS, ConvConfig, ConvEncoder
 from quads.models.encoder import Encoder, masked_mean_pool
-from quads.models.head import HeadOutput, TeacherHead, build_head
+from quads.models.head import TeacherHead, build_head
 from quads.models.macs import count_macs, gmacs_at_length
 from quads.models.registry import PRESETS, build_classifier, build_encoder, build_student, preset_config
 from quads.models.transformer import TRANSFORMER_PRESETS, TransformerConfig, TransformerEncoder
@@ -42,7 +42,6 @@ __all__ = [
     "ConvConfig",
     "ConvEncoder",
     "Encoder",
-    "HeadOutput",
     "IntentClassifier",
     "TeacherHead",
     "TransformerConfig",

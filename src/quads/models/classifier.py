@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import Tensor, nn
 
 from quads.models.encoder import Encoder
-from quads.models.head import build_head
+from quads.models.head import ClassifierOutput, build_head
 from quads.models.pooling import build_pooling, pool
-
-
-class ClassifierOutput(NamedTuple):
-    logits: Tensor  # [B, C]
-    embedding: Tensor  # [B, D]: z, the pooled encoder frames (what utterance-level distillation compares)
-    frames: Tensor | None = None  # [B, T', D]: the encoder's frames (what frame-level distillation compares)
-    frame_mask: Tensor | None = None  # [B, T']
 
 
 class IntentClassifier(nn.Module):

@@ -53,9 +53,13 @@ def _check_sizes(embed_dim: int, num_labels: int) -> None:
         raise ConfigError(f"head: num_labels must be an integer >= 2 (intents to choose between), got {num_labels!r}")
 
 
-class HeadOutput(NamedTuple):
+class ClassifierOutput(NamedTuple):
+    """What every intent model returns: the student (`IntentClassifier`) and the teacher's head alike."""
+
     logits: Tensor  # [B, C]
-    embedding: Tensor  # [B, D]: the pooled z
+    embedding: Tensor  # [B, D]: z, the pooled frames (what utterance-level distillation compares)
+    frames: Tensor | None = None  # [B, T', D]: the encoder's frames (what frame-level distillation compares)
+    frame_mask: Tensor | None = None  # [B, T']
 
 
 class TeacherHead(nn.Module):
@@ -96,7 +100,7 @@ class TeacherHead(nn.Module):
             self.n_heads = None
             self.classifier = build_head(kind, embed_dim, num_labels, hidden_dim, dropout)
 
-    def forward(self, frames: Tensor, frame_mask: Tensor) -> HeadOutput:
+    def forward(self, frames: Tensor, frame_mask: Tensor) -> ClassifierOutput:
         if frames.ndim != 3 or frames.shape[-1] != self.embed_dim:
             raise ConfigError(
                 f"teacher head expects frame embeddings [batch, frames, {self.embed_dim}], got {tuple(frames.shape)}"
@@ -106,7 +110,7 @@ class TeacherHead(nn.Module):
             x = x + sinusoidal_positions(x.shape[1], self.embed_dim, x.device).to(x.dtype)
             frames = self.context(x, attention_bias(frame_mask, x.dtype))
         embedding = self.pool(frames, frame_mask) if self.pool is not None else masked_mean_pool(frames, frame_mask)
-        return HeadOutput(self.classifier(embedding), embedding)
+        return ClassifierOutput(self.classifier(embedding), embedding)
 
     def config_dict(self) -> dict:
         return {

@@ -6,8 +6,8 @@ through plain matmuls, or through scaled_dot_product_attention, whose CPU fused 
 (`_scaled_dot_product_flash_attention_for_cpu`) PyTorch's table does not list, so it is registered here with
 PyTorch's own formula (QK^T and attention x V).
 
-Measured: a Whisper-tiny-sized encoder (random init, 80 mels) on 3000 frames (30 s) = 18.47 GMACs, the figure
-METHOD.md quotes (≈18.5): conv stem 0.94, linear layers 10.62, attention matmuls 6.91. Without the attention
+Measured: a Whisper-tiny-sized encoder (random init, 80 mels) on 3000 frames (30 s) = 18.47 GMACs, the paper's
+figure (≈18.5, docs/METHOD.md): conv stem 0.94, linear layers 10.62, attention matmuls 6.91. Without the attention
 matmuls it would read 11.6, which is what a counter blind to fused attention reports.
 """
 

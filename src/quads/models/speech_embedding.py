@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from quads.errors import AudioError, ConfigError
+from quads.onnx_session import cpu_session
 
-SAMPLE_RATE = 16000
 MEL_BINS = 32
 MEL_WINDOW_SAMPLES = 512
 MEL_HOP_SAMPLES = 160
@@ -75,8 +75,6 @@ class SpeechEmbeddingTeacher:
     embed_dim = EMBED_DIM
 
     def __init__(self, threads: int = 1, windows_per_call: int = 16, utterances_per_group: int = 64) -> None:
-        import onnxruntime
-
         for key, value in (
             ("threads", threads),
             ("windows_per_call", windows_per_call),
@@ -85,13 +83,8 @@ class SpeechEmbeddingTeacher:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"speech_embedding: {key} must be a positive integer, got {value!r}")
         mel_path, embedding_path = find_model_files()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        self.mel_session = onnxruntime.InferenceSession(str(mel_path), options, providers=providers)
-        self.embedding_session = onnxruntime.InferenceSession(str(embedding_path), options, providers=providers)
+        self.mel_session = cpu_session(mel_path, threads)
+        self.embedding_session = cpu_session(embedding_path, threads)
         self.model_files = (mel_path, embedding_path)
         self._identity: str | None = None
         self.threads, self.windows_per_call, self.utterances_per_group = threads, windows_per_call, utterances_per_group

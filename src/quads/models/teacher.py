@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from quads.errors import ConfigError
-from quads.models.whisper import WHISPER_SIZES, WhisperTeacherEncoder
+
+if TYPE_CHECKING:  # Whisper needs transformers (seconds to import); the default teacher does not
+    from quads.models.whisper import WhisperTeacherEncoder
 
 PIPELINE_VERSION = 1  # bump when the Whisper teacher's pre- or post-processing changes
 
@@ -79,11 +81,6 @@ class WhisperFrozenTeacher:
                 by_index[index] = frames[row, frame_mask[row]].float().cpu()
         return [by_index[index] for index in range(len(waveforms))]
 
-    def encode_features(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For callers that already hold Whisper log-mels [B, n_mels, T] with their mask."""
-        with torch.no_grad():
-            return self.encoder(features.to(self.device), mask.to(self.device))
-
     def num_parameters(self) -> int:
         return self.encoder.num_parameters()
 
@@ -110,6 +107,8 @@ def build_teacher(spec: str, threads: int = 1) -> FrozenTeacher:
         from quads.models.speech_embedding import SpeechEmbeddingTeacher
 
         return SpeechEmbeddingTeacher(threads=threads)
+    from quads.models.whisper import WHISPER_SIZES, WhisperTeacherEncoder
+
     if kind == "whisper" and argument:
         return WhisperFrozenTeacher(WhisperTeacherEncoder.from_pretrained(argument))
     if kind == "whisper-random" and argument:

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,13 +29,15 @@ import soundfile
 from tqdm import tqdm
 
 from quads import __version__
-from quads.atomic import atomic_write_text
+from quads.atomic import atomic_path, atomic_write_text
+from quads.audio import SAMPLE_RATE
+from quads.data.corpus import SPLITS
+from quads.data.fsc import FSC_COLUMNS, SLOT_COLUMNS
 from quads.errors import ConfigError, DataError
 from quads.folder_lock import LOCK_NAME, exclusive_writer
 from quads.synth.augment import AugmentConfig, augment, utterance_rng
 from quads.synth.grammar import (
     FSC_SCHEMA,
-    FSC_SLOTS,
     INTENT_SCHEMA,
     Phrase,
     PhraseTable,
@@ -44,15 +45,14 @@ from quads.synth.grammar import (
     load_phrase_table,
 )
 from quads.synth.slurp_text import read_slurp_splits
-from quads.synth.tts import SAMPLE_RATE, engine_versions, find_engines, speak
-from quads.synth.voices import SPLITS, Speaker, make_speakers, split_speakers
+from quads.synth.tts import engine_versions, find_engines, speak
+from quads.synth.voices import Speaker, make_speakers, split_speakers
 
 DEFAULT_SPEAKERS = 48                 # 34 train / 7 valid / 7 test
 DEFAULT_UTTERANCES_PER_INTENT = 2     # per speaker: 48 x 31 x 2 = 2,976 utterances for the built-in table
 WAV_FOLDER = Path("wavs") / "speakers"
 TEMP_SUFFIX = ".tmp"
 MIN_WAV_BYTES = 45                    # a WAV header alone is 44 bytes
-FSC_COLUMNS = ("", "path", "speakerId", "transcription", *FSC_SLOTS)
 
 
 @dataclass(frozen=True)
@@ -336,13 +336,8 @@ def _make_utterance(item: PlannedUtterance, out_dir: Path, binaries: dict[str, s
     if augment_config is not None:
         audio = augment(audio, augment_config, utterance_rng(seed, item.name), SAMPLE_RATE)
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    path = out_dir / item.relative_path
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
-    try:
+    with atomic_path(out_dir / item.relative_path, durable=False) as temp:
         soundfile.write(str(temp), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _write_csvs(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance]) -> dict[str, Path]:
@@ -355,7 +350,7 @@ def _write_csvs(out_dir: Path, table: PhraseTable, plan: list[PlannedUtterance])
         writer.writerow(header)
         rows = [item for item in plan if item.split == split]
         for index, item in enumerate(rows):
-            slots = [item.phrase.slots.get(slot, "none") for slot in FSC_SLOTS]
+            slots = [item.phrase.slots.get(slot, "none") for slot in SLOT_COLUMNS]
             row = [index, item.relative_path, item.speaker.speaker_id, item.phrase.transcription, *slots]
             writer.writerow([*row, item.phrase.intent] if with_intent else row)
         paths[split] = out_dir / "data" / f"{split}_data.csv"

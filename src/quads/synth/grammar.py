@@ -10,14 +10,13 @@ The built-in table (`resources/command_phrases.tsv`) is our own set of home-assi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from quads.data.fsc import SLOT_COLUMNS
 from quads.errors import DataError
 
-FSC_SLOTS = ("action", "object", "location")
 FSC_SCHEMA = "fsc"
 INTENT_SCHEMA = "intent"
 BUILTIN_TABLE = "command_phrases.tsv"
@@ -121,13 +120,6 @@ def builtin_phrase_table() -> PhraseTable:
     return parse_phrase_table(text, source=f"quads/resources/{BUILTIN_TABLE}")
 
 
-def phrase_table_from_rows(rows: Iterable[dict[str, str]], columns: tuple[str, ...], source: str) -> PhraseTable:
-    """Build a table in memory (e.g. from SLURP records) through the same checks as a TSV file."""
-    lines = ["\t".join(columns)]
-    lines.extend("\t".join(_one_line(row.get(column, "")) for column in columns) for row in rows)
-    return parse_phrase_table("\n".join(lines) + "\n", source=source)
-
-
 def _detect_schema(columns: tuple[str, ...], source: str) -> str:
     duplicated = sorted({name for name in columns if columns.count(name) > 1})
     if duplicated:
@@ -136,7 +128,7 @@ def _detect_schema(columns: tuple[str, ...], source: str) -> str:
         raise DataError(f"{source}:1: the header has no `transcription` column (found: {', '.join(columns)})")
     if "intent" in columns:
         return INTENT_SCHEMA
-    missing = [slot for slot in FSC_SLOTS if slot not in columns]
+    missing = [slot for slot in SLOT_COLUMNS if slot not in columns]
     if missing:
         raise DataError(f"{source}:1: the header needs either an `intent` column or all of "
                         f"`action`, `object`, `location` (missing: {', '.join(missing)})")

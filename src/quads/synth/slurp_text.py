@@ -9,16 +9,14 @@ keeps SLURP's test as the test set.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from quads.data.corpus import SPLITS
+from quads.data.slurp import SLURP_SPLIT_FILES, iter_slurp_records, slurp_label
 from quads.errors import DataError
-from quads.synth.voices import SPLIT_FRACTIONS, SPLITS
-
-SLURP_FILES = {"train": "train.jsonl", "valid": "devel.jsonl", "test": "test.jsonl"}
-REQUIRED_FIELDS = ("sentence", "scenario", "action")
+from quads.synth.voices import SPLIT_FRACTIONS
 
 
 @dataclass(frozen=True)
@@ -31,35 +29,14 @@ class SlurpRecord:
 
     @property
     def intent(self) -> str:
-        return f"{self.scenario}_{self.action}"
+        return slurp_label({"scenario": self.scenario, "action": self.action})
 
 
 def read_slurp_jsonl(path: Path) -> list[SlurpRecord]:
-    """All records of one SLURP jsonl file; a bad line is reported as `file:line: what is wrong`."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})") from None
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
-        for key in REQUIRED_FIELDS:
-            value = record.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{where}: field {key!r} is missing or not a non-empty string")
-        records.append(SlurpRecord(sentence=" ".join(record["sentence"].split()), scenario=record["scenario"].strip(),
-                                   action=record["action"].strip(), slurp_id=str(record.get("slurp_id", line_number)),
-                                   origin=where))
+    """The text records of one SLURP jsonl file, read and checked by `quads.data.slurp` (no audio needed)."""
+    records = [SlurpRecord(sentence=" ".join(record["sentence"].split()), scenario=record["scenario"].strip(),
+                           action=record["action"].strip(), slurp_id=str(record["slurp_id"]), origin=f"{path}:{line}")
+               for line, record in iter_slurp_records(Path(path))]
     if not records:
         raise DataError(f"{path}: no records")
     return records
@@ -71,9 +48,9 @@ def read_slurp_splits(slurp_dir: str | Path, seed: int, limit: int | None = None
     if not slurp_dir.is_dir():
         raise DataError(f"{slurp_dir}: SLURP folder not found")
     sources = {split: read_slurp_jsonl(slurp_dir / name)
-               for split, name in SLURP_FILES.items() if (slurp_dir / name).is_file()}
+               for split, name in SLURP_SPLIT_FILES.items() if (slurp_dir / name).is_file()}
     if not sources:
-        raise DataError(f"{slurp_dir}: none of {', '.join(SLURP_FILES.values())} found")
+        raise DataError(f"{slurp_dir}: none of {', '.join(SLURP_SPLIT_FILES.values())} found")
     splits = carve_missing_splits(sources, seed)
     if limit is not None:
         if limit < 1:

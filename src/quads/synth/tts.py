@@ -18,10 +18,10 @@ import numpy as np
 import soundfile
 import soxr
 
+from quads.audio import SAMPLE_RATE
 from quads.errors import QuadsError
 from quads.synth.voices import ESPEAK, FLITE, Speaker
 
-SAMPLE_RATE = 16000
 INSTALL_HINT = "install them with: apt-get install -y espeak-ng flite"
 TTS_TIMEOUT_S = 60
 SILENCE_PEAK = 1e-4     # a waveform whose peak stays below this carries no speech

@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
+from quads.data.corpus import SPLITS
 from quads.errors import ConfigError
 
 ESPEAK = "espeak-ng"
 FLITE = "flite"
-SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = {"train": 0.70, "valid": 0.15, "test": 0.15}
 
 # `espeak-ng --voices=en` minus the MBROLA voices (they need the separate mbrola package).
