@@ -67,10 +67,23 @@ def test_unknown_recipe_and_schedule_not_ending_on_quantize_are_refused():
 def test_two_bit_recipes_train_at_the_low_bit_rate_and_the_rest_at_optim_lr():
     from quads.compress import training_optim
 
-    config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.low_bit_lr=1e-3"])
+    config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.low_bit_lr=1e-3",
+                                          "quant.lr=0"])
     for recipe, bits, expected in (("quads", 2, (1e-3, 1e-3)), ("sequential", 2, (1e-3, 1e-3)),
                                    ("quads", 4, (1e-4, 5e-4)), ("distill", 32, (1e-4, 5e-4))):
         optim = training_optim(config, plan(recipe, config, bits))
         assert (optim.lr, optim.head_lr) == expected, (recipe, bits)
     off = load_config(None, overrides=["optim.lr=1e-4", "quant.low_bit_lr=0"])
     assert training_optim(off, plan("quads", off, 2)).lr == 1e-4
+
+
+def test_wider_codebooks_train_at_quant_lr_when_set_and_float_recipes_never_do():
+    from quads.compress import training_optim
+
+    config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.lr=2e-5"])
+    for recipe, bits, expected in (("quads", 4, (2e-5, 2e-5)), ("qat", 8, (2e-5, 2e-5)),
+                                   ("distill", 32, (1e-4, 5e-4)), ("fp32", 32, (1e-4, 5e-4))):
+        optim = training_optim(config, plan(recipe, config, bits))
+        assert (optim.lr, optim.head_lr) == expected, (recipe, bits)
+    with pytest.raises(ConfigError, match=r"quant\.lr"):
+        load_config(None, overrides=["quant.lr=-1"])

@@ -293,11 +293,13 @@ LOW_BITS = 2  # codebooks of this many bits or fewer train at quant.low_bit_lr
 
 
 def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:
-    """The optimiser settings of a recipe: quant.low_bit_lr (when set) is the peak rate, for encoder and head
-    alike, of a recipe that trains on codebooks of LOW_BITS or fewer; every other recipe keeps optim's rates."""
-    low_bits = recipe_plan.bits <= LOW_BITS and any(stage.quantize for stage in recipe_plan.stages)
-    if low_bits and config.quant.low_bit_lr > 0:
-        return replace(config.optim, lr=config.quant.low_bit_lr, head_lr=config.quant.low_bit_lr)
+    """The optimiser settings of a recipe: the peak rate, for encoder and head alike, is quant.low_bit_lr for a
+    recipe that trains on codebooks of LOW_BITS or fewer and quant.lr for one on wider codebooks (each when
+    set); float recipes keep optim's rates."""
+    quantizes = any(stage.quantize for stage in recipe_plan.stages)
+    rate = config.quant.low_bit_lr if recipe_plan.bits <= LOW_BITS else config.quant.lr
+    if quantizes and rate > 0:
+        return replace(config.optim, lr=rate, head_lr=rate)
     return config.optim
 
 
