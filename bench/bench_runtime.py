@@ -6,7 +6,7 @@
 Nothing is trained: each student is built with random weights (seed 0, 31 labels, 80 mels). The fp32 baseline
 is a plain safetensors file of its float state (architecture, front-end and labels in the header), loaded with
 `safetensors.torch.load_file` + `build_classifier` + `load_state_dict`. Each packed file is the same model after
-`post_training_quantize(model, QuantizationSpec(bits=b))`, written with `quads.packed.save_packed` and the
+`post_training_quantize(model, QuantizationSpec(bits=b))`, written with `quads.compression.packed.save_packed` and the
 metadata `quads export` writes, and loaded with `quads.runtime.load` (which checks the SHA-256 digest, unpacks
 the indices and dequantizes to float32).
 
@@ -57,9 +57,10 @@ import safetensors.torch
 import torch
 
 from quads.audio import FrontEndConfig
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.models import build_classifier, build_student
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
 from quads.runtime import PackedModel, load
 
 NUM_LABELS = 31

@@ -17,6 +17,9 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.cli import main
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.errors import DataError
 from quads.evaluate import (
     evaluate_model_file,
@@ -29,8 +32,6 @@ from quads.evaluate import (
 from quads.features import compute_features
 from quads.models import build_classifier
 from quads.models.conv import ConvConfig
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
 from quads.runtime import load
 
 LABELS = ["activate_lights_none", "bring_shoes_none", "increase_heat_kitchen"]

@@ -23,6 +23,8 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.batches import ExampleSet
+from quads.compression.quantize import CodebookQuantizer, post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
@@ -43,7 +45,6 @@ from quads.pretune import (
     teacher_identity,
     teacher_targets,
 )
-from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 from quads.recipes import RECIPES, plan
 from quads.shards import ShardedExamples
 from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
@@ -117,7 +118,7 @@ FLOAT_RECIPES = ("fp32", "distill")  # recipes that never put weights on a codeb
 
 def with_bits(config: RunConfig, bits: int) -> RunConfig:
     """The config with quant.bits set to `bits` (the one place a bit width lives)."""
-    from quads.codebook import validate_bits
+    from quads.compression.codebook import validate_bits
 
     validate_bits(bits)
     return replace(config, quant=replace(config.quant, bits=bits))

@@ -43,14 +43,15 @@ from tqdm import tqdm
 from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.audio import LONG_CLIP_SECONDS, AudioWarning, load_audio
 from quads.batches import ExampleSet
-from quads.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
+from quads.compression.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
+from quads.compression.packed import theoretical_bytes
+from quads.compression.packed_reader import read_packed_header, tensor_entries
 from quads.data import SPLITS, Corpus, LabelMap, Utterance, open_corpus
 from quads.data.fsc import fsc_split_file
 from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
-from quads.packed import read_packed_header, tensor_entries, theoretical_bytes
 from quads.runtime import load
 from quads.train import predict_logits
 
@@ -212,7 +213,7 @@ def score_predictions(truth: Sequence[int], predicted: Sequence[int], labels: Se
 
 
 def theoretical_file_bytes(path: str | Path) -> int:
-    """The payload a packed file must hold, from its header alone, by `quads.packed.theoretical_bytes`."""
+    """The payload a packed file must hold, from its header alone, by `quads.compression.packed.theoretical_bytes`."""
     document = read_packed_header(path)
     float_state: dict[str, torch.Tensor] = {}
     quantized: dict[str, QuantizedTensor] = {}

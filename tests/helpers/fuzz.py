@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from quads.compression.packed import save_packed
 from quads.errors import QuadsError
-from quads.packed import save_packed
 from quads.runtime import load
 
 JUNK: tuple[Any, ...] = (None, True, False, 0, -1, 1, 2, 3, 7, 80, 128, 400, 160, 16000, 2**31, 2**63, -(2**40), 0.5,
