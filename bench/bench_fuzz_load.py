@@ -33,11 +33,11 @@ def rss():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS'):
             return int(line.split()[1]) * 1024
-import quads.runtime, quads.compression.file_checks, torch
+import quads.runtime.model, quads.compression.file_checks, torch
 before = rss()
 outcome = 'loaded'
 try:
-    quads.runtime.load(sys.argv[1])
+    quads.runtime.model.load(sys.argv[1])
 except quads.errors.QuadsError as error:
     outcome = 'refused: ' + str(error)[:150]
 peak = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]

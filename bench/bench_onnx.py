@@ -35,7 +35,7 @@ from quads.compression.quantize import post_training_quantize
 from quads.compression.spec import QuantizationSpec
 from quads.export import export_run_onnx
 from quads.models import build_student
-from quads.onnx_export import onnx_session
+from quads.runtime.onnx_export import onnx_session
 
 
 def command_labels() -> list[str]:

@@ -32,7 +32,7 @@ from quads.evaluate import (
 from quads.features import compute_features
 from quads.models import build_classifier
 from quads.models.conv import ConvConfig
-from quads.runtime import load
+from quads.runtime.model import load
 
 LABELS = ["activate_lights_none", "bring_shoes_none", "increase_heat_kitchen"]
 SLOTS = {label: label.split("_") for label in LABELS}

@@ -353,7 +353,7 @@ def test_a_version_1_file_still_loads_to_the_same_weights_as_version_2(tmp_path)
 
 def test_a_version_1_student_predicts_what_it_predicted(tmp_path):
     from quads.models import build_student
-    from quads.runtime import load
+    from quads.runtime.model import load
 
     torch.manual_seed(0)
     classifier = build_student(num_labels=5, encoder="conv-50k", n_mels=80, head="mlp").eval()

@@ -12,7 +12,7 @@ from quads.cli import main
 from quads.compress import compress, load_student, with_bits
 from quads.config import load_config
 from quads.export import export_run, export_run_onnx
-from quads.runtime import load
+from quads.runtime.model import load
 
 pytestmark = [
     pytest.mark.slow,
@@ -120,7 +120,7 @@ def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(wo
                                                                                request):
     request.getfixturevalue(run)
     from quads.audio import load_audio, pad_batch
-    from quads.onnx_export import verify_onnx
+    from quads.runtime.onnx_export import verify_onnx
 
     root, _ = workspace
     export_run(root / run, tmp_path / "m.quads")

@@ -19,7 +19,7 @@ from quads.cli import main
 from quads.compression.packed import ModelFileError
 from quads.config import load_config
 from quads.errors import AudioError, ConfigError
-from quads.runtime import load
+from quads.runtime.model import load
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
-from quads.runtime import load
+from quads.runtime.model import load
 from quads.train import predict_logits
 
 WHISPER_SECONDS = 30  # the paper's GMACs are counted on Whisper's 30 s padded input

@@ -54,8 +54,8 @@ def export_run_onnx(packed_path: str | Path, onnx_path: str | Path, codebooks: b
     """Write the model of a packed file as ONNX (with its codebooks, or dequantized) and return the largest
     |onnxruntime - torch| difference of the logits, checked on padded batches at two lengths."""
     from quads.compression.packed_reader import read_packed
-    from quads.onnx_export import export_onnx, verify_onnx
-    from quads.runtime import load
+    from quads.runtime.model import load
+    from quads.runtime.onnx_export import export_onnx, verify_onnx
 
     model = load(packed_path)
     quantized = read_packed(packed_path).quantized if codebooks else None

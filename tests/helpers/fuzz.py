@@ -13,7 +13,7 @@ import torch
 
 from quads.compression.packed import save_packed
 from quads.errors import QuadsError
-from quads.runtime import load
+from quads.runtime.model import load
 
 JUNK: tuple[Any, ...] = (None, True, False, 0, -1, 1, 2, 3, 7, 80, 128, 400, 160, 16000, 2**31, 2**63, -(2**40), 0.5,
                          400.5, 1e11, 1e308, -0.0, "", "16000", "conv", "transformer", "whisper", "mlp", "x" * 300,

@@ -1,9 +1,9 @@
 """ONNX graphs that keep the codebooks: each quantized weight is stored as bit-packed indices plus its codebook and
 rebuilt inside the graph, so the ONNX file is about as small as the packed file instead of 10x larger.
 
-`torch.onnx` exports the dequantized student (`quads.onnx_export`); `with_codebooks` then rewrites that graph. Every
-float initializer whose values are a quantized tensor, or its transpose (the exporter turns an `nn.Linear` applied to
-[B, T, C] into a MatMul by a transposed, constant-folded weight), is replaced by
+`torch.onnx` exports the dequantized student (`quads.runtime.onnx_export`); `with_codebooks` then rewrites that graph.
+Every float initializer whose values are a quantized tensor, or its transpose (the exporter turns an `nn.Linear`
+applied to [B, T, C] into a MatMul by a transposed, constant-folded weight), is replaced by
 - `NAME.indices`: uint8, the indices packed 8/b per byte for b = 1, 2, 4 (least significant field first, as in
   `quads.compression.codebook.pack_indices`), one per byte for b = 8, a little-endian bit stream for b = 3;
 - `NAME.codebook`: float32 [2^b];

@@ -6,8 +6,9 @@ op our encoders use (conv, LayerNorm, scaled_dot_product_attention, dynamic aran
 The file is written atomically; `verify_onnx` runs it with onnxruntime and compares to PyTorch.
 
 Given the student's quantized tensors (`quads.compression.packed_reader.read_packed(...).quantized`), the file keeps
-their codebook form: bit-packed indices and codebooks, the weights rebuilt in the graph (`quads.onnx_codebook`), so it
-is about as small as the packed file. Without them, every weight is stored as float32 (the dequantized model).
+their codebook form: bit-packed indices and codebooks, the weights rebuilt in the graph
+(`quads.runtime.onnx_codebook`), so it is about as small as the packed file. Without them, every weight is stored as
+float32 (the dequantized model).
 
 Graph: inputs `features` float [batch, n_mels, frames] and `mask` bool [batch, frames] (True = real frame);
 output `logits` float [batch, num_labels].
@@ -88,7 +89,7 @@ def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, ops
     if quantized:
         import onnx
 
-        from quads.onnx_codebook import with_codebooks
+        from quads.runtime.onnx_codebook import with_codebooks
 
         data = with_codebooks(onnx.load_from_string(data), quantized).SerializeToString()
     atomic_write_bytes(path, data)
