@@ -10,8 +10,8 @@ from quads.config import changed_settings, load_config
 from quads.demo import DEMO_CELLS, EQUAL_BUDGET_CELLS
 from quads.errors import ConfigError
 from quads.grid import Cell, snap_spreads
-from quads.recipes import equal_budget, plan, quantizing_epochs
-from quads.train import save_checkpoint
+from quads.training.loop import save_checkpoint
+from quads.training.recipes import equal_budget, plan, quantizing_epochs
 
 
 def fake_prepared(teacher: str | None = "head-1"):

@@ -161,7 +161,7 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace, dist
     other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
                                "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "quant.epochs=3",
                                "seed=5"])
-    from quads.train import CheckpointMismatch
+    from quads.training.loop import CheckpointMismatch
 
     with pytest.raises(CheckpointMismatch, match="seed: 0 there, 5 here"):
         compress(other, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,

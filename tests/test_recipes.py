@@ -2,7 +2,7 @@ import pytest
 
 from quads.config import load_config
 from quads.errors import ConfigError
-from quads.recipes import RECIPES, paper_schedule, plan
+from quads.training.recipes import RECIPES, paper_schedule, plan
 
 
 def test_paper_schedule_at_twenty_epochs_is_the_reference_pattern():

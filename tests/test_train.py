@@ -9,11 +9,11 @@ import pytest
 import torch
 from tests.helpers.toy import ToyClassifier, toy_examples, toy_store
 
-import quads.train as train_module
+import quads.training.loop as train_module
 from quads.config import DistillConfig, OptimConfig
-from quads.distill import ce_weights, distillation_weights
 from quads.errors import QuadsError
-from quads.train import CheckpointMismatch, Stage, TeacherTargets, TrainingDiverged, fit, load_checkpoint
+from quads.training.loop import CheckpointMismatch, Stage, TeacherTargets, TrainingDiverged, fit, load_checkpoint
+from quads.training.losses import ce_weights, distillation_weights
 
 OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=True)
 
@@ -146,7 +146,7 @@ def test_two_process_gloo_training_matches_one_process(tmp_path, mode):
 
 
 def test_length_buckets_are_a_seeded_permutation_with_little_padding():
-    from quads.batches import global_batches
+    from quads.training.batches import global_batches
 
     lengths = torch.randint(50, 400, (500,), generator=torch.Generator().manual_seed(0))
     epoch3 = global_batches(500, 16, 0, 3, lengths=lengths)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.config import add_config_arguments, load_config
-from quads.experiment import write_json
 from quads.grid import Cell, run_grid
 from quads.paired import paired_differences, paired_markdown
 from quads.report import aggregate_seeds, pareto_png, results_markdown, write_results
+from quads.training.experiment import write_json
 
 GRID = (("fp32", (32,)), ("distill", (32,)), ("ptq", (16, 8, 4, 2)), ("qat", (8, 4, 2)),
         ("sequential", (8, 4, 2)), ("quads", (8, 4, 2)))
@@ -92,7 +92,7 @@ def parse_lambdas(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         cells = list(dict.fromkeys((c.recipe, c.bits) for c in ablation_cells(args.seeds, args.bits, args.recipes)))
         print_dry_run(load_config(args.config, args.overrides), cells, f"quads ablate ({len(args.seeds)} seeds)")

@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from quads.audio import FrontEndConfig
-from quads.batches import ExampleSet
 from quads.compression.quantize import CodebookQuantizer, post_training_quantize
 from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
-from quads.experiment import (
+from quads.folder_lock import exclusive_writer
+from quads.training.batches import ExampleSet
+from quads.training.experiment import (
     TeacherFrames,
     corpus_fingerprint,
     load_training_corpus,
@@ -36,8 +37,8 @@ from quads.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.folder_lock import exclusive_writer
-from quads.pretune import (
+from quads.training.loop import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
+from quads.training.pretune import (
     PretunedTeacher,
     build_stage0_teacher,
     needs_frames,
@@ -45,9 +46,8 @@ from quads.pretune import (
     teacher_identity,
     teacher_targets,
 )
-from quads.recipes import RECIPES, plan
-from quads.shards import ShardedExamples
-from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
+from quads.training.recipes import RECIPES, plan
+from quads.training.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bits is not None:
         config = with_bits(config, args.bits)
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         print_dry_run(config, [(args.recipe, config.quant.bits)],
                       f"quads compress --recipe {args.recipe} --bits {config.quant.bits}")

@@ -77,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         print_dry_run(load_config(args.config, args.overrides), list(DEMO_CELLS), "quads demo")
         return 0

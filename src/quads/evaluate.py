@@ -42,7 +42,6 @@ from tqdm import tqdm
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
 from quads.audio import LONG_CLIP_SECONDS, AudioWarning, load_audio
-from quads.batches import ExampleSet
 from quads.compression.codebook import FLOAT_BITS, FP16_BITS, QuantizedTensor, has_codebook
 from quads.compression.packed import theoretical_bytes
 from quads.compression.packed_reader import read_packed_header, tensor_entries
@@ -53,7 +52,8 @@ from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
 from quads.runtime.model import load
-from quads.train import predict_logits
+from quads.training.batches import ExampleSet
+from quads.training.loop import predict_logits
 
 WHISPER_SECONDS = 30  # the paper's GMACs are counted on Whisper's 30 s padded input
 LATENCY_WARMUP_RUNS = 3

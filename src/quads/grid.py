@@ -21,11 +21,11 @@ from quads.compress import FLOAT_RECIPES, Prepared, compress, prepare, run_finge
 from quads.config import RunConfig
 from quads.errors import ConfigError
 from quads.evaluate import evaluate_model_file, score_predictions
-from quads.experiment import default_corpus_dir, write_json
 from quads.export import export_run
-from quads.pretune import pretune_fingerprint
-from quads.recipes import equal_budget, plan
-from quads.train import predict_logits
+from quads.training.experiment import default_corpus_dir, write_json
+from quads.training.loop import predict_logits
+from quads.training.pretune import pretune_fingerprint
+from quads.training.recipes import equal_budget, plan
 
 logger = logging.getLogger(__name__)
 

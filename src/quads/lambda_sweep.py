@@ -16,9 +16,9 @@ from typing import Any
 
 from quads.atomic import atomic_write_text
 from quads.config import load_config
-from quads.experiment import write_json
 from quads.grid import Cell, run_grid
 from quads.report import format_mean_std
+from quads.training.experiment import write_json
 
 SWEEP_RECIPES = ("quads", "sequential")
 

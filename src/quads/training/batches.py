@@ -1,6 +1,6 @@
 """Example sets and a deterministic batch order that is the same on 1 or N processes.
 
-`ExampleSet` keeps its tensors in memory (tests, small tools); `quads.shards.ShardedExamples` has the same
+`ExampleSet` keeps its tensors in memory (tests, small tools); `quads.training.shards.ShardedExamples` has the same
 interface and reads each batch from disk (what training on a corpus uses). The order of an epoch depends
 only on (seed, epoch), which is what makes `--resume` continue bit-for-bit and lets N processes split each
 global batch between them (rank r takes every N-th example of it).

@@ -34,11 +34,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from quads.atomic import atomic_write, atomic_write_text
-from quads.batches import Batch, ExampleSet, batch_loader, global_batches
 from quads.config import OptimConfig
-from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import ConfigError, QuadsError
 from quads.models.head import ClassifierOutput
+from quads.training.batches import Batch, ExampleSet, batch_loader, global_batches
+from quads.training.losses import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 
 logger = logging.getLogger(__name__)
 
