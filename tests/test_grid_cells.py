@@ -10,7 +10,7 @@ from quads.config import changed_settings, load_config
 from quads.demo import DEMO_CELLS, EQUAL_BUDGET_CELLS
 from quads.errors import ConfigError
 from quads.grid import Cell, snap_spreads
-from quads.training.loop import save_checkpoint
+from quads.training.checkpoints import save_checkpoint
 from quads.training.recipes import equal_budget, plan, quantizing_epochs
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from quads.cli import main
-from quads.compress import compress, load_student, with_bits
+from quads.compress import compress, with_bits
 from quads.config import load_config
 from quads.export import export_run, export_run_onnx
 from quads.runtime.model import load
+from quads.training.checkpoints import load_student
 
 pytestmark = [
     pytest.mark.slow,
@@ -161,7 +162,7 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace, dist
     other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
                                "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "quant.epochs=3",
                                "seed=5"])
-    from quads.training.loop import CheckpointMismatch
+    from quads.training.checkpoints import CheckpointMismatch
 
     with pytest.raises(CheckpointMismatch, match="seed: 0 there, 5 here"):
         compress(other, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,

@@ -9,7 +9,8 @@ from quads.compression.quantize import CodebookQuantizer
 from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig
 from quads.errors import ConfigError
-from quads.training.loop import Stage, fit, load_checkpoint
+from quads.training.checkpoints import load_checkpoint
+from quads.training.loop import Stage, fit
 from quads.training.losses import LossWeights, ce_weights
 
 OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=False)

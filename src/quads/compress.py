@@ -29,6 +29,8 @@ from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
 from quads.folder_lock import exclusive_writer
 from quads.training.batches import ExampleSet
+from quads.training.checkpoints import STUDENT_FILE, load_checkpoint, load_student, save_checkpoint
+from quads.training.distributed import Distributed
 from quads.training.experiment import (
     TeacherFrames,
     corpus_fingerprint,
@@ -37,7 +39,8 @@ from quads.training.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.training.loop import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
+from quads.training.inference import evaluate_accuracy
+from quads.training.loop import fit
 from quads.training.pretune import (
     PretunedTeacher,
     build_stage0_teacher,
@@ -51,7 +54,6 @@ from quads.training.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
 
-STUDENT_FILE = "student.pt"
 SUMMARY_FILE = "summary.json"
 CODEBOOK_DTYPE = torch.float16  # what the packed file stores; training ends on centroids rounded to it
 
@@ -317,17 +319,6 @@ def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module
         student_part.load_state_dict(teacher_part.state_dict())
     logger.info("student pooling and head start from the pre-tuned teacher's")
     return True
-
-
-def load_student(run_dir: str | Path) -> dict[str, Any]:
-    """The final student of a run folder (tensors and plain values only; loaded with weights_only=True)."""
-    path = Path(run_dir) / STUDENT_FILE
-    if not path.exists():
-        raise QuadsError(f"{run_dir}: no {STUDENT_FILE}; is this a finished `quads compress` run folder?")
-    student = load_checkpoint(path)
-    if not isinstance(student, dict) or student.get("format") != "quads-student":
-        raise QuadsError(f"{path}: not a quads student file")
-    return student
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

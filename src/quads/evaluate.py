@@ -53,7 +53,7 @@ from quads.features import FeatureCache, compute_features
 from quads.models.macs import gmacs_at_length
 from quads.runtime.model import load
 from quads.training.batches import ExampleSet
-from quads.training.loop import predict_logits
+from quads.training.inference import predict_logits
 
 WHISPER_SECONDS = 30  # the paper's GMACs are counted on Whisper's 30 s padded input
 LATENCY_WARMUP_RUNS = 3

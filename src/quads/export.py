@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from quads.compress import load_student
 from quads.compression.packed import PackedInfo, save_packed
 from quads.compression.quantize import CodebookQuantizer
 from quads.folder_lock import exclusive_writer
+from quads.training.checkpoints import load_student
 
 
 def export_run(run_dir: str | Path, out_path: str | Path) -> PackedInfo:

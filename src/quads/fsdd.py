@@ -24,7 +24,7 @@ from quads.grid import Cell, run_grid
 from quads.synth import synthesize_corpus
 from quads.synth.augment import AUGMENT_LEVELS
 from quads.training.batches import ExampleSet
-from quads.training.loop import predict_logits
+from quads.training.inference import predict_logits
 from quads.training.pretune import needs_frames
 from quads.training.teacher_cache import TeacherCache, teacher_frame_embeddings
 

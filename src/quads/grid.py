@@ -23,7 +23,7 @@ from quads.errors import ConfigError
 from quads.evaluate import evaluate_model_file, score_predictions
 from quads.export import export_run
 from quads.training.experiment import default_corpus_dir, write_json
-from quads.training.loop import predict_logits
+from quads.training.inference import predict_logits
 from quads.training.pretune import pretune_fingerprint
 from quads.training.recipes import equal_budget, plan
 

@@ -31,7 +31,8 @@ from quads.training.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.training.loop import Stage, TeacherTargets, classifier_outputs, evaluate_accuracy, fit, predict_embeddings
+from quads.training.inference import classifier_outputs, evaluate_accuracy, predict_embeddings
+from quads.training.loop import Stage, TeacherTargets, fit
 from quads.training.losses import ce_weights
 from quads.training.shards import ShardedExamples, StandardizedItems, StoreRows, open_or_build
 
