@@ -98,7 +98,7 @@ def build(out: Path, sizes: list[int]) -> dict:
 def train(out: Path, size: int, steps: int, path: str, workers: int) -> dict:
     """Train the default student for `steps` steps on the size-`size` stores; runs in its own process."""
     import quads.training.loop as train_module
-    from quads.compress import make_student
+    from quads.commands.compress import make_student
     from quads.config import DistillConfig, load_config
     from quads.training.batches import ExampleSet
     from quads.training.loop import Stage, TeacherTargets, fit

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from quads import load
+from quads.commands.costs import spread_sample
+from quads.commands.evaluate import load_evaluation_split, predict_features
 from quads.compression.codebook import fit_codebook
 from quads.compression.spec import QuantizationSpec, select_quantized_tensors
 from quads.data import LabelMap
-from quads.evaluate import load_evaluation_split, predict_features, spread_sample
 from quads.features import compute_features
 from quads.training.experiment import default_corpus_dir
 

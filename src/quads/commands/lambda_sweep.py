@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from quads.atomic import atomic_write_text
+from quads.commands.grid import Cell, run_grid
+from quads.commands.report import format_mean_std
 from quads.config import load_config
-from quads.grid import Cell, run_grid
-from quads.report import format_mean_std
 from quads.training.experiment import write_json
 
 SWEEP_RECIPES = ("quads", "sequential")

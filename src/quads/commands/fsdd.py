@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from quads.cache_dir import cache_root
+from quads.commands.evaluate import evaluate_model_file, score_predictions
+from quads.commands.grid import Cell, run_grid
 from quads.config import RunConfig
 from quads.data import load_manifest
 from quads.errors import ConfigError
-from quads.evaluate import evaluate_model_file, score_predictions
-from quads.grid import Cell, run_grid
 from quads.synth import synthesize_corpus
 from quads.synth.augment import AUGMENT_LEVELS
 from quads.training.batches import ExampleSet
