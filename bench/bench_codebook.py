@@ -22,7 +22,7 @@ import types
 
 import torch
 
-from quads.codebook import assign_to_codebook, fit_codebook, kmeans_objective
+from quads.compression.codebook import assign_to_codebook, fit_codebook, kmeans_objective
 
 
 def whisper_tiny_like_shapes(layers: int = 4, width: int = 384, ffn: int = 1536, mels: int = 80) -> list[tuple]:
@@ -105,7 +105,8 @@ def whisper_tiny_like_encoder(layers: int = 4, width: int = 384, ffn: int = 1536
 def time_step_hooks(bits: int, steps: int = 7, batch: int = 8, frames: int = 300) -> dict[str, float]:
     """Median milliseconds per optimizer step spent in each QAT hook for a Whisper-tiny-sized encoder, next to
     one forward+backward pass of that encoder on `batch` utterances of `frames` mel frames (3 s)."""
-    from quads.quantize import CodebookQuantizer, QuantizationSpec
+    from quads.compression.quantize import CodebookQuantizer
+    from quads.compression.spec import QuantizationSpec
 
     model = whisper_tiny_like_encoder()
     quantizer = CodebookQuantizer(model, QuantizationSpec(bits=bits))

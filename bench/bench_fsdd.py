@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
+from quads.commands.grid import Cell
 from quads.config import load_config
-from quads.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
-from quads.grid import Cell
 
 
 def main() -> int:

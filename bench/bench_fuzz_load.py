@@ -33,11 +33,11 @@ def rss():
     for line in open('/proc/self/status'):
         if line.startswith('VmRSS'):
             return int(line.split()[1]) * 1024
-import quads.runtime, quads.file_checks, torch
+import quads.runtime.model, quads.compression.file_checks, torch
 before = rss()
 outcome = 'loaded'
 try:
-    quads.runtime.load(sys.argv[1])
+    quads.runtime.model.load(sys.argv[1])
 except quads.errors.QuadsError as error:
     outcome = 'refused: ' + str(error)[:150]
 peak = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]
@@ -62,9 +62,9 @@ def crafted_files(folder: Path) -> dict[str, Path]:
     from tests.helpers.model_files import altered_metadata, tiny_model_parts, write_tiny_model
 
     from quads.audio import FrontEndConfig
-    from quads.codebook import QuantizedTensor
+    from quads.compression.codebook import QuantizedTensor
+    from quads.compression.packed import save_packed
     from quads.models import build_classifier, preset_config
-    from quads.packed import save_packed
 
     files = {}
     classifier = build_classifier({"encoder": preset_config("whisper-tiny-like"), "num_labels": 31})

@@ -65,7 +65,7 @@ KILLER = textwrap.dedent("""
 KILL_POINTS = {  # moment -> (module, attribute, n-th call, argument substring that selects the calls)
     "teacher": ("quads.features", "FeatureCache.put", 3, "teacher"),
     "epoch": ("torch.optim", "AdamW.step", 3, "*"),
-    "quantize": ("quads.quantize", "CodebookQuantizer.update_centroids", 2, "*"),
+    "quantize": ("quads.compression.quantize", "CodebookQuantizer.update_centroids", 2, "*"),
     "checkpoint": ("os", "replace", 2, "last.pt"),
     "export": ("os", "replace", 1, ".quads"),
 }

@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_onnx.py [--model conv-200k] [--bits 4 2] [--repeats 200] [--frames 200]
 
 Nothing is trained: the student is built with random weights (seed 0, the built-in corpus's 31 labels, 80 mels),
-quantized with `post_training_quantize(model, QuantizationSpec(bits=b))` and written with `quads.packed.save_packed`
-and the metadata `quads export` writes; then `quads.export.export_run_onnx` writes both ONNX files of that packed
-file (`--onnx`: codebooks; `--onnx-float`: dequantized), as the CLI does.
+quantized with `post_training_quantize(model, QuantizationSpec(bits=b))` and written with
+`quads.compression.packed.save_packed` and the metadata `quads export` writes; then
+`quads.commands.export.export_run_onnx` writes both ONNX files of that packed file (`--onnx`: codebooks;
+`--onnx-float`: dequantized), as the CLI does.
 
 Printed per bit width:
 - bytes: the packed file, its theoretical payload (Σ params·b/8 + Σ codebooks + float remainder) and the ratio
@@ -30,11 +31,12 @@ import numpy as np
 import torch
 
 import quads
-from quads.export import export_run_onnx
+from quads.commands.export import export_run_onnx
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.models import build_student
-from quads.onnx_export import onnx_session
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
+from quads.runtime.onnx_export import onnx_session
 
 
 def command_labels() -> list[str]:

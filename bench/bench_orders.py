@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from quads.cache_dir import cache_root
+from quads.commands.grid import Cell, run_grid
+from quads.commands.report import results_markdown
 from quads.config import load_config
-from quads.grid import Cell, run_grid
-from quads.report import results_markdown
 from quads.synth import synthesize_corpus
 
 ITEMS = ("apples", "bread", "butter", "cheese", "coffee", "eggs", "milk", "rice", "sugar", "tea")

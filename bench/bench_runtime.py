@@ -6,8 +6,8 @@
 Nothing is trained: each student is built with random weights (seed 0, 31 labels, 80 mels). The fp32 baseline
 is a plain safetensors file of its float state (architecture, front-end and labels in the header), loaded with
 `safetensors.torch.load_file` + `build_classifier` + `load_state_dict`. Each packed file is the same model after
-`post_training_quantize(model, QuantizationSpec(bits=b))`, written with `quads.packed.save_packed` and the
-metadata `quads export` writes, and loaded with `quads.runtime.load` (which checks the SHA-256 digest, unpacks
+`post_training_quantize(model, QuantizationSpec(bits=b))`, written with `quads.compression.packed.save_packed` and the
+metadata `quads export` writes, and loaded with `quads.runtime.model.load` (which checks the SHA-256 digest, unpacks
 the indices and dequantizes to float32).
 
 Measured per file:
@@ -24,7 +24,7 @@ Measured per file:
   softmax), median and p90 of `--repeats`, round-robin over the loaded models, 1 torch thread.
 
 "fp32" is the baseline for every ratio; "32-bit" is the same float model written by `save_packed` with no
-codebook and loaded by `quads.runtime.load`, which separates the cost of the packed format's checks (full read
+codebook and loaded by `quads.runtime.model.load`, which separates the cost of the packed format's checks (full read
 + SHA-256) from that of unpacking the indices. Tensors too small for a codebook (fewer than 4 weights per
 centroid, e.g. conv-200k's depthwise kernels at 8 bits) stay float, as `quads compress` would keep them.
 
@@ -57,10 +57,11 @@ import safetensors.torch
 import torch
 
 from quads.audio import FrontEndConfig
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.models import build_classifier, build_student
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
-from quads.runtime import PackedModel, load
+from quads.runtime.model import PackedModel, load
 
 NUM_LABELS = 31
 N_MELS = 80
@@ -87,7 +88,7 @@ def write_fp32(path: Path, classifier: torch.nn.Module) -> None:
 
 
 def load_fp32(path: Path) -> PackedModel:
-    """The fp32 counterpart of `quads.runtime.load`: safetensors tensors + the architecture from the header."""
+    """The fp32 counterpart of `quads.runtime.model.load`: safetensors tensors + the architecture from the header."""
     with safetensors.safe_open(str(path), framework="pt") as handle:
         metadata = json.loads(handle.metadata()[FP32_METADATA_KEY])
     state = safetensors.torch.load_file(str(path))

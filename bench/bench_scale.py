@@ -9,12 +9,12 @@ utterance i of a size-N corpus has the log-mels of train utterance (i mod 1,984)
 features from the feature cache, written again into the N-utterance store, so the feature shards are really
 N utterances on disk). Its teacher targets have a Whisper-large frame width (1280-d, 50 frames per second,
 seeded random values: only their size matters here); their shards are written once for the 1,984 base
-utterances and each size's store points into them (`quads.shards.alias_store`), because 100K utterances of
+utterances and each size's store points into them (`quads.training.shards.alias_store`), because 100K utterances of
 1280-d float32 frames are ~60 GB. The disk column gives both: bytes written and the size the same corpus of
 distinct utterances would take (what `--dry-run` plans).
 
 Each size then trains the default student (`whisper-tiny.en-2l`, frame-level distillation to the 1280-d frames
-through `quads.train.fit`, batch 16, one thread) in a fresh process, for `--steps` steps of a real epoch order
+through `quads.training.loop.fit`, batch 16, one thread) in a fresh process, for `--steps` steps of a real epoch order
 over the whole corpus (`fit`'s `global_batches` is cut to its first `--steps` batches; a full 100K epoch of
 this student takes hours on 2 cores). Reported: seconds per step and per utterance (steps after the first),
 peak RSS of that process (`resource.getrusage`), seconds to write the feature store. At 3K utterances the same
@@ -49,8 +49,8 @@ def base_features() -> list[torch.Tensor]:
     """Log-mels [80, T] of the built-in corpus's train split, from the feature cache (computed if absent)."""
     from quads.audio import FrontEndConfig
     from quads.config import DataConfig
-    from quads.experiment import cache_root, load_training_corpus
     from quads.features import FeatureCache, compute_features
+    from quads.training.experiment import cache_root, load_training_corpus
 
     corpus = load_training_corpus(DataConfig(), progress=False)
     cache = FeatureCache(cache_root() / "features")
@@ -65,7 +65,7 @@ def teacher_frames_for(item: torch.Tensor, seed: int) -> torch.Tensor:
 
 def build(out: Path, sizes: list[int]) -> dict:
     """Write the base teacher stores once and each size's feature store; returns bytes and seconds per size."""
-    from quads.shards import alias_store, build_store, open_or_build
+    from quads.training.shards import alias_store, build_store, open_or_build
 
     features = base_features()
     labels = [i % 31 for i in range(BASE_TRAIN)]
@@ -97,13 +97,13 @@ def build(out: Path, sizes: list[int]) -> dict:
 
 def train(out: Path, size: int, steps: int, path: str, workers: int) -> dict:
     """Train the default student for `steps` steps on the size-`size` stores; runs in its own process."""
-    import quads.train as train_module
-    from quads.batches import ExampleSet
-    from quads.compress import make_student
+    import quads.training.loop as train_module
+    from quads.commands.compress import make_student
     from quads.config import DistillConfig, load_config
-    from quads.distill import distillation_weights
-    from quads.shards import ShardedExamples, StandardizedItems, StoreRows
-    from quads.train import Stage, TeacherTargets, fit
+    from quads.training.batches import ExampleSet
+    from quads.training.loop import Stage, TeacherTargets, fit
+    from quads.training.losses import distillation_weights
+    from quads.training.shards import ShardedExamples, StandardizedItems, StoreRows
 
     torch.set_num_threads(1)
     folder = out / "stores" / f"n{size}"

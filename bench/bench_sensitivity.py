@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from quads import load
-from quads.codebook import fit_codebook
+from quads.commands.costs import spread_sample
+from quads.commands.evaluate import load_evaluation_split, predict_features
+from quads.compression.codebook import fit_codebook
+from quads.compression.spec import QuantizationSpec, select_quantized_tensors
 from quads.data import LabelMap
-from quads.evaluate import load_evaluation_split, predict_features, spread_sample
-from quads.experiment import default_corpus_dir
 from quads.features import compute_features
-from quads.quantize import QuantizationSpec, select_quantized_tensors
+from quads.training.experiment import default_corpus_dir
 
 
 def accuracy(classifier: torch.nn.Module, features: list[torch.Tensor], truth: list[int]) -> float:

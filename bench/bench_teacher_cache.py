@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/bench_teacher_cache.py [--count 300] [--repeats 3] [--epochs 20] [--threads 1]
 
-Takes `count` training utterances of the built-in synthetic corpus (`quads.experiment.default_corpus_dir()`;
+Takes `count` training utterances of the built-in synthetic corpus (`quads.training.experiment.default_corpus_dir()`;
 synthesised into a temporary folder with 8 speakers if absent, or `--corpus DIR`) and measures, in one run:
 
 - teacher, no cache: one `speech_embedding` pass over them (`teacher_frame_embeddings(..., cache=None)`,
   audio decoding included): what every epoch would pay if the teacher ran inside the training loop;
 - teacher, cold cache: the same pass writing a fresh `TeacherCache` (paid once per machine);
 - teacher, warm cache: reading them back through a new `TeacherCache` object (what a later run pays);
-- student epoch: one `quads.train.fit` epoch of a `conv-200k` student on the same utterances' log-mels with
+- student epoch: one `quads.training.loop.fit` epoch of a `conv-200k` student on the same utterances' log-mels with
   the distillation loss (0.5 CE + 0.5 L1 to the pooled teacher embedding; batch 16), including fit's
   per-epoch validation on 32 utterances and its checkpoint write.
 
@@ -33,15 +33,15 @@ import soundfile
 import torch
 
 from quads.audio import FrontEndConfig
-from quads.batches import ExampleSet
 from quads.config import OptimConfig
 from quads.data import Utterance, open_corpus
-from quads.distill import LossWeights
-from quads.experiment import default_corpus_dir
 from quads.features import compute_features
 from quads.models import build_student, build_teacher
-from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings
-from quads.train import Stage, TeacherTargets, fit
+from quads.training.batches import ExampleSet
+from quads.training.experiment import default_corpus_dir
+from quads.training.loop import Stage, TeacherTargets, fit
+from quads.training.losses import LossWeights
+from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings
 
 
 def corpus_utterances(corpus_dir: Path | None, scratch: Path, count: int) -> tuple[list[Utterance], list[str], str]:

@@ -1,4 +1,4 @@
-"""Specification of the tensor-level codebook primitives (quads.codebook)."""
+"""Specification of the tensor-level codebook primitives (quads.compression.codebook)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quads.codebook import (
+from quads.compression.codebook import (
     CODEBOOK_BITS,
     QuantizedTensor,
     assign_to_codebook,

@@ -75,8 +75,8 @@ def test_fit_refuses_a_stage_without_epochs(tmp_path):
     from tests.helpers.toy import ToyClassifier, toy_examples
 
     from quads.config import OptimConfig
-    from quads.distill import ce_weights
-    from quads.train import Stage, fit
+    from quads.training.loop import Stage, fit
+    from quads.training.losses import ce_weights
 
     with pytest.raises(ConfigError, match=r"stage 1 .*0 epochs"):
         fit(ToyClassifier(), toy_examples(16, 0), toy_examples(8, 1),

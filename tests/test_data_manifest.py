@@ -11,7 +11,7 @@ import soundfile
 from quads.config import DataConfig
 from quads.data import DataWarning, LabelMap, load_manifest, open_corpus
 from quads.errors import ConfigError, DataError
-from quads.experiment import load_training_corpus
+from quads.training.experiment import load_training_corpus
 
 
 def write_wav(path: Path, samples: int = 1600, rate: int = 16000) -> Path:

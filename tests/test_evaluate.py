@@ -17,21 +17,16 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.cli import main
+from quads.commands.costs import mean_gmacs, spread_sample, theoretical_file_bytes
+from quads.commands.evaluate import evaluate_model_file, predict_features, score_predictions
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.errors import DataError
-from quads.evaluate import (
-    evaluate_model_file,
-    mean_gmacs,
-    predict_features,
-    score_predictions,
-    spread_sample,
-    theoretical_file_bytes,
-)
 from quads.features import compute_features
 from quads.models import build_classifier
 from quads.models.conv import ConvConfig
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
-from quads.runtime import load
+from quads.runtime.model import load
 
 LABELS = ["activate_lights_none", "bring_shoes_none", "increase_heat_kitchen"]
 SLOTS = {label: label.split("_") for label in LABELS}
@@ -173,7 +168,7 @@ def test_gmacs_are_counted_once_per_distinct_length_and_averaged_per_utterance(m
         calls.append(frames)
         return frames * 0.001 + (frames / 100) ** 2  # any non-linear cost
 
-    monkeypatch.setattr("quads.evaluate.gmacs_at_length", fake_gmacs)
+    monkeypatch.setattr("quads.commands.costs.gmacs_at_length", fake_gmacs)
     mean = mean_gmacs(torch.nn.Identity(), 80, [100, 300, 100, 100])
     assert sorted(calls) == [100, 300]
     assert mean == pytest.approx((3 * fake_gmacs(None, 80, 100) + fake_gmacs(None, 80, 300)) / 4)

@@ -6,12 +6,12 @@ import torch
 from tests.helpers.toy import ToyClassifier, toy_examples
 from torch import nn
 
-from quads.batches import ExampleSet
 from quads.config import DistillConfig
-from quads.distill import align_frames, distillation_weights, frame_l1
 from quads.models import IntentClassifier, TeacherHead
 from quads.models.pooling import AttentionPool
-from quads.train import Stage, TeacherTargets, fit
+from quads.training.batches import ExampleSet
+from quads.training.loop import Stage, TeacherTargets, fit
+from quads.training.losses import align_frames, distillation_weights, frame_l1
 
 
 def test_align_frames_copies_equal_lengths_and_resamples_others() -> None:

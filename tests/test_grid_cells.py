@@ -4,14 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from quads.ablate import ablation_cells
-from quads.compress import effective_config, run_fingerprint, stale_reason, with_bits
+from quads.commands.ablate import ablation_cells
+from quads.commands.compress import effective_config, run_fingerprint, stale_reason, with_bits
+from quads.commands.demo import DEMO_CELLS, EQUAL_BUDGET_CELLS
+from quads.commands.grid import Cell, snap_spreads
 from quads.config import changed_settings, load_config
-from quads.demo import DEMO_CELLS, EQUAL_BUDGET_CELLS
 from quads.errors import ConfigError
-from quads.grid import Cell, snap_spreads
-from quads.recipes import equal_budget, plan, quantizing_epochs
-from quads.train import save_checkpoint
+from quads.training.checkpoints import save_checkpoint
+from quads.training.recipes import equal_budget, plan, quantizing_epochs
 
 
 def fake_prepared(teacher: str | None = "head-1"):
@@ -86,7 +86,7 @@ def test_snap_spreads_are_read_at_the_last_epoch_of_each_quantize_stage():
 
 
 def test_the_lambda_table_averages_seeds_and_reports_the_spread_before_the_last_snap():
-    from quads.lambda_sweep import lambda_markdown, summarise
+    from quads.commands.lambda_sweep import lambda_markdown, summarise
 
     rows = [{"method": "QUADS", "bits": 2, "seed": seed, "valid_accuracy": valid, "accuracy": test,
              "latent_spread": [0.5, spread]} for seed, valid, test, spread in ((0, 0.6, 0.5, 0.1), (1, 0.8, 0.7, 0.3))]
@@ -99,7 +99,7 @@ def test_the_lambda_table_averages_seeds_and_reports_the_spread_before_the_last_
 def test_lambdas_on_the_command_line_must_be_non_negative_numbers():
     import argparse
 
-    from quads.ablate import parse_lambdas
+    from quads.commands.ablate import parse_lambdas
 
     assert parse_lambdas("0,0.01,1") == [0.0, 0.01, 1.0]
     for bad in ("-1", "a,b", ""):

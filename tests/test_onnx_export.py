@@ -13,14 +13,16 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from quads import onnx_codebook
 from quads.audio import FrontEndConfig
+from quads.compression.packed import save_packed
+from quads.compression.packed_reader import read_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.errors import ConfigError
 from quads.models import IntentClassifier, build_student
-from quads.onnx_export import export_onnx, onnx_session, verify_onnx
-from quads.packed import read_packed, save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
-from quads.runtime import PackedModel, load
+from quads.runtime import onnx_codebook
+from quads.runtime.model import PackedModel, load
+from quads.runtime.onnx_export import export_onnx, onnx_session, verify_onnx
 
 STUDENTS = {
     "conv": dict(encoder="conv-50k", n_mels=80, head="mlp"),

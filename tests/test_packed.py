@@ -1,4 +1,4 @@
-"""Specification of the packed model file (quads.packed): exact round trips, size on disk, and refusal of
+"""Specification of the packed model file (quads.compression.packed): exact round trips, size on disk, and refusal of
 anything that is not an intact file we wrote."""
 
 from __future__ import annotations
@@ -17,20 +17,12 @@ from safetensors import safe_open
 from torch import nn
 
 import quads
-from quads.codebook import QuantizedTensor, pack_indices
+from quads.compression.codebook import QuantizedTensor, pack_indices
+from quads.compression.packed import FORMAT_VERSION, ModelFileError, TensorEntry, save_packed, theoretical_bytes
+from quads.compression.packed_reader import load_packed, read_packed_header, read_packed_metadata, tensor_entries
+from quads.compression.quantize import CodebookQuantizer, post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.errors import ConfigError
-from quads.packed import (
-    FORMAT_VERSION,
-    ModelFileError,
-    TensorEntry,
-    load_packed,
-    read_packed_header,
-    read_packed_metadata,
-    save_packed,
-    tensor_entries,
-    theoretical_bytes,
-)
-from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
 
 METADATA = {"architecture": {"kind": "mlp", "width": 64}, "frontend": {"n_mels": 80}, "labels": ["on", "off"]}
 
@@ -361,7 +353,7 @@ def test_a_version_1_file_still_loads_to_the_same_weights_as_version_2(tmp_path)
 
 def test_a_version_1_student_predicts_what_it_predicted(tmp_path):
     from quads.models import build_student
-    from quads.runtime import load
+    from quads.runtime.model import load
 
     torch.manual_seed(0)
     classifier = build_student(num_labels=5, encoder="conv-50k", n_mels=80, head="mlp").eval()

@@ -3,7 +3,7 @@
 import pytest
 from scipy import stats
 
-from quads.paired import paired_differences, paired_markdown
+from quads.commands.paired import paired_differences, paired_markdown
 
 
 def rows_for(quads: dict[int, float], sequential: dict[int, float], bits: int) -> list[dict]:

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from quads.cli import main
-from quads.compress import compress, load_student, with_bits
+from quads.commands.compress import compress, with_bits
+from quads.commands.export import export_run, export_run_onnx
 from quads.config import load_config
-from quads.export import export_run, export_run_onnx
-from quads.runtime import load
+from quads.runtime.model import load
+from quads.training.checkpoints import load_student
 
 pytestmark = [
     pytest.mark.slow,
@@ -120,7 +121,7 @@ def test_codebook_onnx_of_a_trained_student_equals_its_packed_model_on_speech(wo
                                                                                request):
     request.getfixturevalue(run)
     from quads.audio import load_audio, pad_batch
-    from quads.onnx_export import verify_onnx
+    from quads.runtime.onnx_export import verify_onnx
 
     root, _ = workspace
     export_run(root / run, tmp_path / "m.quads")
@@ -161,7 +162,7 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace, dist
     other = load_config(None, [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}",
                                "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8", "quant.epochs=3",
                                "seed=5"])
-    from quads.train import CheckpointMismatch
+    from quads.training.checkpoints import CheckpointMismatch
 
     with pytest.raises(CheckpointMismatch, match="seed: 0 there, 5 here"):
         compress(other, "distill", root / "distill", teacher_dir=root / "quads2" / "teacher", resume=True,
@@ -170,7 +171,7 @@ def test_resume_of_a_finished_run_with_other_settings_is_refused(workspace, dist
 
 def test_demo_writes_the_results_contract(workspace, capsys):
     root, _ = workspace
-    from quads.demo import run_demo
+    from quads.commands.demo import run_demo
 
     overrides = tiny_overrides(root)
     rows = run_demo(root / "demo", overrides=overrides, progress=False, real_speech=False)
@@ -192,8 +193,8 @@ def test_demo_writes_the_results_contract(workspace, capsys):
 
 def test_ablation_skips_finished_cells(workspace, monkeypatch):
     root, _ = workspace
-    import quads.grid
-    from quads.ablate import run_ablation
+    import quads.commands.grid
+    from quads.commands.ablate import run_ablation
 
     overrides = tiny_overrides(root, "optim.epochs=2")
     first = run_ablation(root / "ablate", [0], overrides=overrides, bits=[4], recipes=["ptq"], progress=False)
@@ -202,7 +203,7 @@ def test_ablation_skips_finished_cells(workspace, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr(quads.grid, "compress", no_training)
+    monkeypatch.setattr(quads.commands.grid, "compress", no_training)
     again = run_ablation(root / "ablate", [0], overrides=overrides, bits=[4], recipes=["ptq"], progress=False)
     assert again == first
     assert (root / "ablate" / "results_mean_std.md").exists()
@@ -210,8 +211,8 @@ def test_ablation_skips_finished_cells(workspace, monkeypatch):
 
 def test_real_speech_rows_score_synthetic_trained_models_on_fsdd(workspace):
     """The demo's FSDD part on a small scale: digits synthesised by 6 voices, 20 real recordings scored."""
-    from quads.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
-    from quads.grid import Cell
+    from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
+    from quads.commands.grid import Cell
 
     recordings, looked = find_fsdd()
     if recordings is None:

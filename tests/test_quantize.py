@@ -1,4 +1,4 @@
-"""Specification of model-level codebook quantization (quads.quantize): selection, the per-step hooks of
+"""Specification of model-level codebook quantization (quads.compression.quantize): selection, the per-step hooks of
 quantization-aware training, stage edges, persistence and export."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from quads.compression.quantize import CodebookQuantizer, post_training_quantize
+from quads.compression.spec import QuantizationSpec, select_quantized_tensors
 from quads.errors import ConfigError
-from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize, select_quantized_tensors
 
 
 class TinySLU(nn.Module):

@@ -2,7 +2,7 @@ import pytest
 
 from quads.config import load_config
 from quads.errors import ConfigError
-from quads.recipes import RECIPES, paper_schedule, plan
+from quads.training.recipes import RECIPES, paper_schedule, plan
 
 
 def test_paper_schedule_at_twenty_epochs_is_the_reference_pattern():
@@ -65,7 +65,7 @@ def test_unknown_recipe_and_schedule_not_ending_on_quantize_are_refused():
 
 
 def test_two_bit_recipes_train_at_the_low_bit_rate_and_the_rest_at_optim_lr():
-    from quads.compress import training_optim
+    from quads.commands.compress import training_optim
 
     config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.low_bit_lr=1e-3",
                                           "quant.lr=0"])

@@ -16,10 +16,10 @@ from tests.helpers.model_files import LABELS, altered_metadata, tiny_model_parts
 
 from quads.audio import AudioWarning
 from quads.cli import main
+from quads.compression.packed import ModelFileError
 from quads.config import load_config
 from quads.errors import AudioError, ConfigError
-from quads.packed import ModelFileError
-from quads.runtime import load
+from quads.runtime.model import load
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import statistics
 import matplotlib.image
 import pytest
 
-from quads.errors import DataError
-from quads.report import (
+from quads.commands.report import (
     aggregate_seeds,
     format_mean_std,
     read_results,
@@ -18,6 +17,7 @@ from quads.report import (
     significant,
     write_results,
 )
+from quads.errors import DataError
 
 
 def row(method, bits, accuracy, *, seed=None, size=None, params=7_250_000, f1=None):

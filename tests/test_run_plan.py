@@ -1,7 +1,7 @@
 import pytest
 
 from quads.cli import main
-from quads.run_plan import INDEX_BYTES, steps_per_epoch, teacher_width
+from quads.training.run_plan import INDEX_BYTES, steps_per_epoch, teacher_width
 
 INTENTS = [("activate", "lights", "none"), ("bring", "shoes", "none"), ("increase", "heat", "kitchen")]
 
@@ -38,7 +38,7 @@ def test_dry_run_without_manifests_says_what_it_needs(tmp_path, capsys):
 
 def test_planned_sizes_grow_linearly_and_the_bound_only_by_the_index(tmp_path):
     from quads.config import load_config
-    from quads.run_plan import plan_run
+    from quads.training.run_plan import plan_run
 
     def planned(count):
         corpus = write_fsc_manifests(tmp_path / str(count), (("train", count), ("valid", 3), ("test", 3)))

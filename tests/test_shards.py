@@ -6,9 +6,9 @@ import pytest
 import torch
 from tests.helpers.toy import toy_examples, toy_store
 
-import quads.shards as shards_module
-from quads.batches import batch_loader, global_batches, rank_share
-from quads.shards import ShardedExamples, StoreWriteError, build_store, open_or_build
+import quads.training.shards as shards_module
+from quads.training.batches import batch_loader, global_batches, rank_share
+from quads.training.shards import ShardedExamples, StoreWriteError, build_store, open_or_build
 
 
 def _same_batch(a, b) -> bool:
@@ -48,7 +48,7 @@ def test_a_damaged_shard_under_a_running_store_is_recomputed_and_logged(tmp_path
     else:
         victim.unlink()
     positions = np.flatnonzero(store.shard_of == 1).tolist()
-    with caplog.at_level(logging.WARNING, logger="quads.shards"):
+    with caplog.at_level(logging.WARNING, logger="quads.training.shards"):
         batch = store.collate(positions)  # the store is already open: detected on read
     assert _same_batch(batch, examples.collate(positions))
     assert "shard-00001.bin is damaged" in caplog.text and "recomputing" in caplog.text

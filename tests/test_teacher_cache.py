@@ -3,7 +3,7 @@ import soundfile
 import torch
 
 from quads.data import Utterance
-from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings
+from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings
 
 
 class CountingTeacher:
@@ -67,7 +67,7 @@ def test_a_resynthesised_corpus_with_the_same_ids_is_a_different_corpus(tmp_path
     import os
 
     from quads.data import Corpus, LabelMap
-    from quads.experiment import corpus_fingerprint
+    from quads.training.experiment import corpus_fingerprint
 
     utterances = _utterances(tmp_path, 3)
     corpus = Corpus("fsc", tmp_path, {"train": utterances}, LabelMap(["x"]))

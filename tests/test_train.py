@@ -9,11 +9,13 @@ import pytest
 import torch
 from tests.helpers.toy import ToyClassifier, toy_examples, toy_store
 
-import quads.train as train_module
+import quads.training.checkpoints as checkpoints_module
+import quads.training.loop as train_module
 from quads.config import DistillConfig, OptimConfig
-from quads.distill import ce_weights, distillation_weights
 from quads.errors import QuadsError
-from quads.train import CheckpointMismatch, Stage, TeacherTargets, TrainingDiverged, fit, load_checkpoint
+from quads.training.checkpoints import CheckpointMismatch, load_checkpoint
+from quads.training.loop import Stage, TeacherTargets, TrainingDiverged, fit
+from quads.training.losses import ce_weights, distillation_weights
 
 OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=True)
 
@@ -82,7 +84,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    real_atomic_write = train_module.atomic_write
+    real_atomic_write = checkpoints_module.atomic_write
     calls = {"n": 0}
 
     def disk_full_on_second_checkpoint(path, write):
@@ -91,7 +93,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
             raise OSError(errno.ENOSPC, "No space left on device")
         real_atomic_write(path, write)
 
-    monkeypatch.setattr(train_module, "atomic_write", disk_full_on_second_checkpoint)
+    monkeypatch.setattr(checkpoints_module, "atomic_write", disk_full_on_second_checkpoint)
     with pytest.raises(QuadsError, match="No space left"):
         _fit(tmp_path, epochs=3)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
@@ -146,7 +148,7 @@ def test_two_process_gloo_training_matches_one_process(tmp_path, mode):
 
 
 def test_length_buckets_are_a_seeded_permutation_with_little_padding():
-    from quads.batches import global_batches
+    from quads.training.batches import global_batches
 
     lengths = torch.randint(50, 400, (500,), generator=torch.Generator().manual_seed(0))
     epoch3 = global_batches(500, 16, 0, 3, lengths=lengths)

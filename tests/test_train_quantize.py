@@ -4,12 +4,14 @@ import pytest
 import torch
 from tests.helpers.toy import ToyClassifier, toy_examples
 
-import quads.train as train_module
+import quads.training.loop as train_module
+from quads.compression.quantize import CodebookQuantizer
+from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig
-from quads.distill import LossWeights, ce_weights
 from quads.errors import ConfigError
-from quads.quantize import CodebookQuantizer, QuantizationSpec
-from quads.train import Stage, fit, load_checkpoint
+from quads.training.checkpoints import load_checkpoint
+from quads.training.loop import Stage, fit
+from quads.training.losses import LossWeights, ce_weights
 
 OPTIM = OptimConfig(epochs=4, batch_size=16, lr=1e-2, head_lr=0.0, warmup_epochs=0.5, spec_augment=False)
 BITS = 2

@@ -8,7 +8,7 @@ import torch
 from quads.config import load_config
 from quads.data import Corpus, LabelMap, Utterance
 from quads.errors import ConfigError
-from quads.pretune import ENCODER_DIR, build_stage0_teacher
+from quads.training.pretune import ENCODER_DIR, build_stage0_teacher
 
 
 def _corpus(tmp_path) -> Corpus:

@@ -9,12 +9,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from quads.runtime import PackedModel
+    from quads.runtime.model import PackedModel
 
 
 def load(path: str | Path) -> PackedModel:
-    """Load a packed model file (from `quads export`) as a ready module; see `quads.runtime.load`."""
-    from quads.runtime import load as load_packed_model
+    """Load a packed model file (from `quads export`) as a ready module; see `quads.runtime.model.load`."""
+    from quads.runtime.model import load as load_packed_model
 
     return load_packed_model(path)
 

@@ -17,13 +17,13 @@ from quads.errors import QuadsError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("quads.synth.command", "synthesise a spoken-command corpus in the FSC layout with offline TTS"),
     "features": ("quads.features", "compute and cache log-mel features for a corpus"),
-    "pretune": ("quads.pretune", "stage 0: train the teacher's intent head on a corpus"),
-    "compress": ("quads.compress", "run a compression recipe: quads, ptq, qat or sequential"),
-    "export": ("quads.export", "write a trained run as one packed model file"),
-    "predict": ("quads.predict", "print the intents a packed model file hears in WAV files"),
-    "eval": ("quads.evaluate", "evaluate a packed model file on a corpus or manifest"),
-    "demo": ("quads.demo", "the whole QUADS story on the embedded default corpus"),
-    "ablate": ("quads.ablate", "the full ablation grid: recipes x bit widths x seeds"),
+    "pretune": ("quads.training.pretune", "stage 0: train the teacher's intent head on a corpus"),
+    "compress": ("quads.commands.compress", "run a compression recipe: quads, ptq, qat or sequential"),
+    "export": ("quads.commands.export", "write a trained run as one packed model file"),
+    "predict": ("quads.commands.predict", "print the intents a packed model file hears in WAV files"),
+    "eval": ("quads.commands.evaluate", "evaluate a packed model file on a corpus or manifest"),
+    "demo": ("quads.commands.demo", "the whole QUADS story on the embedded default corpus"),
+    "ablate": ("quads.commands.ablate", "the full ablation grid: recipes x bit widths x seeds"),
 }
 
 

@@ -349,7 +349,7 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks + _range_checks(config):
         if not ok:
             raise ConfigError(message)
-    from quads.codebook import validate_bits
+    from quads.compression.codebook import validate_bits
 
     try:
         validate_bits(config.quant.bits)

@@ -29,7 +29,7 @@ from quads.errors import QuadsError
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".quads.lock"
-TEMP_PATTERN = ".*.tmp"  # quads.atomic and quads.packed write `.NAME.XXXXXXXX.tmp` beside their target
+TEMP_PATTERN = ".*.tmp"  # quads.atomic and quads.compression.packed write `.NAME.XXXXXXXX.tmp` beside their target
 POLL_SECONDS = 0.5
 
 

@@ -9,11 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers.toy import ToyClassifier, toy_examples
 
+from quads.compression.quantize import CodebookQuantizer
+from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig
-from quads.distill import LossWeights, ce_weights
-from quads.quantize import CodebookQuantizer, QuantizationSpec
-from quads.shards import ShardedExamples
-from quads.train import Stage, fit
+from quads.training.loop import Stage, fit
+from quads.training.losses import LossWeights, ce_weights
+from quads.training.shards import ShardedExamples
 
 
 def main(out_dir: str, mode: str = "ce", stores: str = "") -> None:

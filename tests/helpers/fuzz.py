@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
+from quads.compression.packed import save_packed
 from quads.errors import QuadsError
-from quads.packed import save_packed
-from quads.runtime import load
+from quads.runtime.model import load
 
 JUNK: tuple[Any, ...] = (None, True, False, 0, -1, 1, 2, 3, 7, 80, 128, 400, 160, 16000, 2**31, 2**63, -(2**40), 0.5,
                          400.5, 1e11, 1e308, -0.0, "", "16000", "conv", "transformer", "whisper", "mlp", "x" * 300,

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from quads.audio import FrontEndConfig
+from quads.compression.packed import save_packed
+from quads.compression.quantize import post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.models import build_classifier
 from quads.models.conv import ConvConfig
-from quads.packed import save_packed
-from quads.quantize import QuantizationSpec, post_training_quantize
 
 LABELS = ["activate_lights_none", "bring_shoes_none", "increase_heat_kitchen"]
 

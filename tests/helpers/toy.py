@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from quads.batches import ExampleSet
 from quads.models.classifier import ClassifierOutput
+from quads.training.batches import ExampleSet
 
 
 def toy_examples(count: int, seed: int, channels: int = 8, classes: int = 3) -> ExampleSet:
@@ -23,7 +23,7 @@ def toy_examples(count: int, seed: int, channels: int = 8, classes: int = 3) -> 
 
 def toy_store(directory, count: int, seed: int, shard_bytes: int = 4000):
     """The same examples as `toy_examples`, written into a sharded store on disk (several small shards)."""
-    from quads.shards import open_or_build
+    from quads.training.shards import open_or_build
 
     examples = toy_examples(count, seed)
     return open_or_build(directory, count, lambda positions: [examples.items[i] for i in positions],

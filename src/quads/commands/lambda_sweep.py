@@ -4,7 +4,7 @@ For every λ (quant.centroid_weight) QUADS and sequential are trained at each bi
 from the same distilled student of that seed (trained once, in `OUT/shared`, since a float student does not
 depend on λ). The table reports, per λ, recipe and width, the validation accuracy (the split to choose λ on),
 the test accuracy, and the latent-weight spread around the centroids just before the last hard snap (mean over
-tensors of mean (w − c)² / var(w), see `quads.quantize`): if λ acts, the spread falls as λ grows.
+tensors of mean (w − c)² / var(w), see `quads.compression.quantize`): if λ acts, the spread falls as λ grows.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from quads.atomic import atomic_write_text
+from quads.commands.grid import Cell, run_grid
+from quads.commands.report import format_mean_std
 from quads.config import load_config
-from quads.experiment import write_json
-from quads.grid import Cell, run_grid
-from quads.report import format_mean_std
+from quads.training.experiment import write_json
 
 SWEEP_RECIPES = ("quads", "sequential")
 

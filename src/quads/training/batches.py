@@ -1,6 +1,6 @@
 """Example sets and a deterministic batch order that is the same on 1 or N processes.
 
-`ExampleSet` keeps its tensors in memory (tests, small tools); `quads.shards.ShardedExamples` has the same
+`ExampleSet` keeps its tensors in memory (tests, small tools); `quads.training.shards.ShardedExamples` has the same
 interface and reads each batch from disk (what training on a corpus uses). The order of an epoch depends
 only on (seed, epoch), which is what makes `--resume` continue bit-for-bit and lets N processes split each
 global batch between them (rank r takes every N-th example of it).
@@ -64,9 +64,18 @@ class ExampleSet:
             yield self.collate(order[start : start + batch_size])
 
 
+ORDER_SEED_STRIDE = 1_000_003  # a prime above any epoch count: (seed, epoch) -> seed * stride + epoch is one-to-one
+BUCKET_SEED_OFFSET = 500_009  # the bucket shuffle's generator: away from the epoch order's of the same epoch
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle (the bucket shuffle adds BUCKET_SEED_OFFSET)."""
+    return seed * ORDER_SEED_STRIDE + epoch
+
+
 def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
     """The shuffled order of one epoch, a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(order_seed(seed, epoch))
     return torch.randperm(num_examples, generator=generator)
 
 
@@ -82,7 +91,7 @@ def bucket_by_length(order: Tensor, lengths: Tensor, batch_size: int, seed: int,
     ordered = torch.cat([chunk[torch.argsort(lengths[chunk], stable=True)] for chunk in chunks])
     batches = list(ordered.split(batch_size))
     partial = [batches.pop()] if len(batches[-1]) < batch_size else []
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
+    generator = torch.Generator().manual_seed(order_seed(seed, epoch) + BUCKET_SEED_OFFSET)
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return torch.cat(shuffled + partial)
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from quads.config import RunConfig, parse_schedule
-from quads.distill import ce_weights, distillation_weights, quantization_weights
 from quads.errors import ConfigError
-from quads.train import Stage
+from quads.training.loop import Stage
+from quads.training.losses import ce_weights, distillation_weights, quantization_weights
 
 RECIPES = ("fp32", "distill", "ptq", "qat", "sequential", "quads")
 

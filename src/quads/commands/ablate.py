@@ -6,8 +6,8 @@ bits they coincide with the fp32 students, so they are not trained twice), and t
 fp32 and distilled students trained as many epochs as the quantizing recipes (`method` ending in "(equal
 budget)"). Each cell is a separate run folder; finished cells are skipped when the command is run again.
 `results.json` / `results.md` hold every seed's row; `results_mean_std.md` and `pareto.png` the mean ± std
-over seeds; `paired.md` / `paired.json` QUADS − sequential paired by seed with its p-values (`quads.paired`).
-`--lambdas` runs the centroid-coefficient ablation instead (`quads.lambda_sweep`).
+over seeds; `paired.md` / `paired.json` QUADS − sequential paired by seed with its p-values (`quads.commands.paired`).
+`--lambdas` runs the centroid-coefficient ablation instead (`quads.commands.lambda_sweep`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
+from quads.commands.grid import Cell, run_grid
+from quads.commands.paired import paired_differences, paired_markdown
+from quads.commands.report import aggregate_seeds, pareto_png, results_markdown, write_results
 from quads.config import add_config_arguments, load_config
-from quads.experiment import write_json
-from quads.grid import Cell, run_grid
-from quads.paired import paired_differences, paired_markdown
-from quads.report import aggregate_seeds, pareto_png, results_markdown, write_results
+from quads.training.experiment import write_json
 
 GRID = (("fp32", (32,)), ("distill", (32,)), ("ptq", (16, 8, 4, 2)), ("qat", (8, 4, 2)),
         ("sequential", (8, 4, 2)), ("quads", (8, 4, 2)))
@@ -92,13 +92,13 @@ def parse_lambdas(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         cells = list(dict.fromkeys((c.recipe, c.bits) for c in ablation_cells(args.seeds, args.bits, args.recipes)))
         print_dry_run(load_config(args.config, args.overrides), cells, f"quads ablate ({len(args.seeds)} seeds)")
         return 0
     if args.lambdas:
-        from quads.lambda_sweep import run_lambda_sweep
+        from quads.commands.lambda_sweep import run_lambda_sweep
 
         run_lambda_sweep(args.out, args.lambdas, args.seeds, args.config, args.overrides, bits=args.bits or [2, 4],
                          progress=not args.quiet)

@@ -5,7 +5,7 @@ centroid. In one dimension k-means clusters are contiguous runs of the sorted va
 sorted tensor with cumulative sums: one Lloyd iteration costs O(K log n) after a single O(n log n) sort,
 far cheaper than a generic k-means, and a quantile initialisation makes it deterministic.
 
-Nothing here knows about models or training; `quads.quantize` composes these primitives.
+Nothing here knows about models or training; `quads.compression.quantize` composes these primitives.
 """
 
 from __future__ import annotations

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quads.audio import FrontEndConfig
-from quads.batches import ExampleSet
 from quads.cache_dir import cache_root
 from quads.config import DataConfig
 from quads.data import Corpus, LabelMap, load_slurp
 from quads.data.detect import detect_corpus
 from quads.errors import DataError
 from quads.features import FeatureCache, compute_features
-from quads.shards import ShardedExamples, open_or_build
-from quads.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings, teacher_identity
+from quads.training.batches import ExampleSet
+from quads.training.shards import ShardedExamples, open_or_build
+from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teacher_frame_embeddings, teacher_identity
 
 logger = logging.getLogger(__name__)
 

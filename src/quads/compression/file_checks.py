@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from quads.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE, SUPPORTED_N_MELS
+from quads.compression.packed import ModelFileError
 from quads.errors import QuadsError
-from quads.packed import ModelFileError
 
 MAX_PARAMETERS = 15_000_000  # about 2x whisper-tiny-like (7.6M), the largest preset: at most 60 MB of float32
 MAX_LABELS = 10_000

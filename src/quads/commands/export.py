@@ -1,6 +1,6 @@
 """`quads export`: turn a finished run folder into one packed model file (and optionally ONNX).
 
-The packed file (see `quads.packed`) holds bit-packed codebook indices, fp16 codebooks, the float remainder,
+The packed file (see `quads.compression.packed`) holds bit-packed codebook indices, fp16 codebooks, the float remainder,
 the architecture, the front-end and the label map: everything `quads.load` needs, and nothing executable.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from quads.compress import load_student
+from quads.compression.packed import PackedInfo, save_packed
+from quads.compression.quantize import CodebookQuantizer
 from quads.folder_lock import exclusive_writer
-from quads.packed import PackedInfo, save_packed
-from quads.quantize import CodebookQuantizer
+from quads.training.checkpoints import load_student
 
 
 def export_run(run_dir: str | Path, out_path: str | Path) -> PackedInfo:
@@ -53,9 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def export_run_onnx(packed_path: str | Path, onnx_path: str | Path, codebooks: bool = True) -> float:
     """Write the model of a packed file as ONNX (with its codebooks, or dequantized) and return the largest
     |onnxruntime - torch| difference of the logits, checked on padded batches at two lengths."""
-    from quads.onnx_export import export_onnx, verify_onnx
-    from quads.packed import read_packed
-    from quads.runtime import load
+    from quads.compression.packed_reader import read_packed
+    from quads.runtime.model import load
+    from quads.runtime.onnx_export import export_onnx, verify_onnx
 
     model = load(packed_path)
     quantized = read_packed(packed_path).quantized if codebooks else None

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from quads.cache_dir import cache_root
-from quads.compress import FLOAT_RECIPES, Prepared, compress, prepare, run_fingerprint, stale_reason, with_bits
+from quads.commands.compress import FLOAT_RECIPES, Prepared, compress, prepare, run_fingerprint, stale_reason, with_bits
+from quads.commands.evaluate import evaluate_model_file, score_predictions
+from quads.commands.export import export_run
 from quads.config import RunConfig
 from quads.errors import ConfigError
-from quads.evaluate import evaluate_model_file, score_predictions
-from quads.experiment import default_corpus_dir, write_json
-from quads.export import export_run
-from quads.pretune import pretune_fingerprint
-from quads.recipes import equal_budget, plan
-from quads.train import predict_logits
+from quads.training.experiment import default_corpus_dir, write_json
+from quads.training.inference import predict_logits
+from quads.training.pretune import pretune_fingerprint
+from quads.training.recipes import equal_budget, plan
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from quads.runtime import load
+from quads.runtime.model import load
 
 
 def at_least_one(text: str) -> int:

@@ -1,11 +1,11 @@
 """ONNX graphs that keep the codebooks: each quantized weight is stored as bit-packed indices plus its codebook and
 rebuilt inside the graph, so the ONNX file is about as small as the packed file instead of 10x larger.
 
-`torch.onnx` exports the dequantized student (`quads.onnx_export`); `with_codebooks` then rewrites that graph. Every
-float initializer whose values are a quantized tensor, or its transpose (the exporter turns an `nn.Linear` applied to
-[B, T, C] into a MatMul by a transposed, constant-folded weight), is replaced by
+`torch.onnx` exports the dequantized student (`quads.runtime.onnx_export`); `with_codebooks` then rewrites that graph.
+Every float initializer whose values are a quantized tensor, or its transpose (the exporter turns an `nn.Linear`
+applied to [B, T, C] into a MatMul by a transposed, constant-folded weight), is replaced by
 - `NAME.indices`: uint8, the indices packed 8/b per byte for b = 1, 2, 4 (least significant field first, as in
-  `quads.codebook.pack_indices`), one per byte for b = 8, a little-endian bit stream for b = 3;
+  `quads.compression.codebook.pack_indices`), one per byte for b = 8, a little-endian bit stream for b = 3;
 - `NAME.codebook`: float32 [2^b];
 - nodes rebuilding the weight under the initializer's old name, so its consumers do not change: BitShift left then
   right isolates each field (no BitwiseAnd, which needs opset 18), Cast to int64, Gather the codebook, Reshape.
@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quads.codebook import FP16_BITS, QuantizedTensor, has_codebook, pack_indices
+from quads.compression.codebook import FP16_BITS, QuantizedTensor, has_codebook, pack_indices
 from quads.onnx_session import cpu_session
 
 _Fingerprint = tuple[tuple[int, ...], str]

@@ -23,9 +23,10 @@ from quads.audio import (
     pad_batch,
     warn_if_misleading,
 )
+from quads.compression.file_checks import check_model_metadata, check_model_state, check_tensor_table
+from quads.compression.packed import ModelFileError
+from quads.compression.packed_reader import load_packed, read_packed_header
 from quads.errors import QuadsError
-from quads.file_checks import check_model_metadata, check_model_state, check_tensor_table
-from quads.packed import ModelFileError, load_packed, read_packed_header
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def load(path: str | Path) -> PackedModel:
     from quads.models import build_classifier
 
     path = Path(path)
-    # Every field is checked before the file's payload is read and before anything is built (quads.file_checks).
+    # Every field is checked before the file's payload is read and before anything is built
+    # (quads.compression.file_checks).
     header = read_packed_header(path)
     spec = check_model_metadata(path, header["metadata"], file_bytes=path.stat().st_size)
     state, metadata = load_packed(path, check_table=lambda table: check_tensor_table(path, table, spec))

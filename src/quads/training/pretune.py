@@ -19,15 +19,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from quads.atomic import atomic_path
-from quads.batches import ExampleSet
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config
 from quads.data import Corpus
-from quads.distill import ce_weights
 from quads.errors import ConfigError, QuadsError
-from quads.experiment import TeacherFrames, corpus_fingerprint, load_training_corpus, teacher_examples, write_json
 from quads.models.head import TeacherHead
-from quads.shards import ShardedExamples, StandardizedItems, StoreRows, open_or_build
-from quads.train import Stage, TeacherTargets, classifier_outputs, evaluate_accuracy, fit, predict_embeddings
+from quads.training.batches import ExampleSet
+from quads.training.experiment import (
+    TeacherFrames,
+    corpus_fingerprint,
+    load_training_corpus,
+    teacher_examples,
+    write_json,
+)
+from quads.training.inference import classifier_outputs, evaluate_accuracy, predict_embeddings
+from quads.training.loop import Stage, TeacherTargets, fit
+from quads.training.losses import ce_weights
+from quads.training.shards import ShardedExamples, StandardizedItems, StoreRows, open_or_build
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +162,8 @@ def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path,
         encoder.load_state_dict(load_file(str(directory / ENCODER_FILE)))
         return type(teacher)(encoder)
     from quads.audio import FrontEndConfig
-    from quads.experiment import student_examples
     from quads.models import IntentClassifier
+    from quads.training.experiment import student_examples
 
     sets = student_examples(corpus, FrontEndConfig(n_mels=encoder.n_mels), config.data, progress=progress)
     encoder.requires_grad_(True)

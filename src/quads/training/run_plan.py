@@ -3,7 +3,7 @@
 Computed from the corpus manifests and a sample of audio headers only: nothing is decoded, no model is loaded,
 so a user can check a FSC or SLURP run against a workstation's disk and memory before committing a GPU.
 
-Memory bound. Examples are read per batch from shards (`quads.shards`), so what a training process holds
+Memory bound. Examples are read per batch from shards (`quads.training.shards`), so what a training process holds
 beyond its model, optimizer state and activations (the same at any corpus size) is
     the index:            INDEX_BYTES per utterance (shard, offset, length, label, id, the epoch's order)
     batches in flight:    (2 + PREFETCH x workers) batches of inputs and teacher targets
@@ -20,11 +20,11 @@ from quads.audio import audio_duration
 from quads.config import RunConfig
 from quads.data import open_corpus
 from quads.errors import AudioError, DataError
-from quads.recipes import plan
-from quads.shards import CHUNK_ITEMS, SHARD_BYTES
+from quads.training.recipes import plan
+from quads.training.shards import CHUNK_ITEMS, SHARD_BYTES
 
 INDEX_BYTES = 200  # per utterance in memory; bench_scale measures the actual growth
-PREFETCH = 4  # batches each DataLoader worker reads ahead (quads.batches.batch_loader)
+PREFETCH = 4  # batches each DataLoader worker reads ahead (quads.training.batches.batch_loader)
 MEL_FRAMES_PER_SECOND = 100  # 10 ms hop
 WHISPER_FRAMES_PER_SECOND = 50  # Whisper's encoder halves the 100 log-mel frames per second
 DURATION_SAMPLE = 200  # audio headers read to estimate the mean and longest duration
@@ -168,8 +168,8 @@ def steps_per_epoch(utterances: int, batch_size: int, world_size: int = 1) -> in
 
 def plan_run(config: RunConfig, cells: list[tuple[str, int]], workers: int = 0) -> RunPlan:
     """Plan the training of `cells` ((recipe, bits) pairs) from the manifests (the audio need not be present)."""
-    from quads.experiment import cache_root, default_corpus_dir
-    from quads.pretune import needs_frames
+    from quads.training.experiment import cache_root, default_corpus_dir
+    from quads.training.pretune import needs_frames
 
     path = Path(config.data.path).expanduser() if config.data.path else default_corpus_dir(config.data)
     options: dict = {"check_audio": False}

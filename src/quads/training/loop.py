@@ -12,45 +12,46 @@ the student's weights live on codebooks:
                      -> atomic checkpoint (resumable)
     end of a quantize stage: hard-snap, so the next stage starts from the quantized weights
 
-Distributed: under `torchrun` each process takes its share of every global batch and DDP averages gradients;
-the loss is scaled so that N processes compute exactly the gradient of one process on the global batch.
+Distributed (`quads.training.distributed`): under `torchrun` each process takes its share of every global batch
+and DDP averages gradients; the loss is scaled so that N processes compute exactly the gradient of one process on
+the global batch. Checkpoints, the optimizer, the record and the inference helpers live in modules of their own.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import logging
-import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from quads.atomic import atomic_write, atomic_write_text
-from quads.batches import Batch, ExampleSet, batch_loader, global_batches
 from quads.config import OptimConfig
-from quads.distill import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.errors import ConfigError, QuadsError
-from quads.models.head import ClassifierOutput
+from quads.training.batches import Batch, ExampleSet, batch_loader, global_batches
+from quads.training.checkpoints import CHECKPOINT_VERSION, CheckpointMismatch, load_checkpoint, save_checkpoint
+from quads.training.distributed import Distributed
+from quads.training.inference import classifier_outputs, evaluate_accuracy
+from quads.training.logs import TensorBoardLog, write_metrics_csv
+from quads.training.losses import EmbeddingProjection, LossWeights, align_frames, per_example_loss
+from quads.training.optimizer import learning_rate_factor, make_optimizer
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+AUGMENT_SEED_STRIDE = 7919  # a prime: epoch e of seed s draws its SpecAugment masks from seed s * 7919 + e
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's SpecAugment generator: distinct for every (seed, epoch) of a run."""
+    return seed * AUGMENT_SEED_STRIDE + epoch
 
 
 class TrainingDiverged(QuadsError):
     """The loss became NaN or infinite; training stops instead of writing garbage weights."""
-
-
-class CheckpointMismatch(ConfigError):
-    """A checkpoint written by a different configuration than the one being resumed."""
 
 
 @dataclass(frozen=True)
@@ -82,31 +83,6 @@ class FitResult:
     projection_state: dict[str, Tensor] | None = None  # P at the end of training (carried into the next recipe)
 
 
-class Distributed:
-    """The process group of a `torchrun` launch, or a single process."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1")) if enabled else 1
-        self.rank = int(os.environ.get("RANK", "0")) if enabled else 0
-        if self.world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend=backend)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def all_sum(self, values: Tensor) -> Tensor:
-        if self.world_size > 1:
-            values = values.clone()
-            dist.all_reduce(values)
-        return values
-
-
 class StudentWithProjection(nn.Module):
     """The trained module: the classifier plus (optionally) the projection P, so DDP sees both.
 
@@ -129,49 +105,6 @@ class StudentWithProjection(nn.Module):
         return logits, self.projection(embedding), None
 
 
-def classifier_outputs(output: ClassifierOutput) -> tuple[Tensor, Tensor]:
-    """(logits, embedding) from a classifier's output."""
-    return output.logits, output.embedding
-
-
-def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to `min_ratio` of the peak; a pure function of the step."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(module: StudentWithProjection, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with per-group learning rates (encoder, head, projection); no weight decay on biases and norms."""
-    groups: dict[str, dict[str, list[nn.Parameter]]] = {}
-    head_lr = optim.head_lr or optim.lr
-    projection_lr = optim.projection_lr or optim.lr
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("projection."):
-            group, lr = "projection", projection_lr
-        elif ".head." in f".{name}" or name.startswith("classifier.head"):
-            group, lr = "head", head_lr
-        else:
-            group, lr = "encoder", optim.lr
-        decay = "decay" if param.ndim > 1 else "no_decay"
-        groups.setdefault(f"{group}/{decay}", {"params": [], "lr": [lr]})["params"].append(param)
-    param_groups = [
-        {
-            "name": key,
-            "params": value["params"],
-            "lr": value["lr"][0],
-            "initial_lr": value["lr"][0],
-            "weight_decay": optim.weight_decay if key.endswith("/decay") else 0.0,
-        }
-        for key, value in sorted(groups.items())
-    ]
-    return torch.optim.AdamW(param_groups)
-
-
 def spec_augment(batch: Batch, generator: torch.Generator, max_time: int = 12, max_freq: int = 10) -> Batch:
     """Two time masks and two frequency masks per utterance (features [B, C, T]); deterministic via `generator`."""
     inputs = batch.inputs.clone()
@@ -189,98 +122,77 @@ def spec_augment(batch: Batch, generator: torch.Generator, max_time: int = 12, m
     return Batch(inputs, batch.mask, batch.labels, batch.index)
 
 
-@torch.no_grad()
-def predict_embeddings(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64,
-                       progress: bool = False) -> tuple[Tensor, Tensor]:
-    """(pooled embeddings, logits) for every example, in the set's own order, in eval mode."""
-    was_training = classifier.training
-    classifier.eval()
-    embeddings: Tensor | None = None
-    logits_all: Tensor | None = None
-    batches = tqdm(examples.in_length_order(batch_size), total=math.ceil(len(examples) / batch_size),
-                   desc="evaluate", unit="batch", disable=not progress, leave=False)
-    for batch in batches:
-        logits, embedding = classifier_outputs(classifier(batch.inputs, batch.mask))
-        if embeddings is None:
-            embeddings = torch.empty(len(examples), embedding.shape[1])
-            logits_all = torch.empty(len(examples), logits.shape[1])
-        embeddings[batch.index] = embedding
-        logits_all[batch.index] = logits
-    classifier.train(was_training)
-    assert embeddings is not None and logits_all is not None
-    return embeddings, logits_all
-
-
-def predict_logits(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64,
-                   progress: bool = False) -> Tensor:
-    """Logits for every example, in the set's own order."""
-    return predict_embeddings(classifier, examples, batch_size, progress)[1]
-
-
-def evaluate_accuracy(classifier: nn.Module, examples: ExampleSet, batch_size: int = 64) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of a classifier on an example set, in eval mode."""
-    logits = predict_logits(classifier, examples, batch_size)
-    accuracy = float((logits.argmax(-1) == examples.labels).float().mean())
-    return accuracy, float(nn.functional.cross_entropy(logits, examples.labels))
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a full disk or a kill keeps the previous checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    try:
-        atomic_write(path, lambda file: file.write(buffer.getbuffer()))
-    except OSError as error:
-        raise QuadsError(f"could not write checkpoint {path}: {error.strerror or error}; "
-                         "the previous checkpoint is kept") from error
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely: tensors and plain values only (weights_only=True), never arbitrary pickles."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise QuadsError(f"cannot read checkpoint {path}: {error}") from None
-
-
-def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for row in history:
-        keys += [key for key in row if key not in keys]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, text.getvalue())
-
-
-class TensorBoardLog:
-    """Scalars to TensorBoard when it is installed; silently nothing otherwise (CSV is the record)."""
-
-    def __init__(self, directory: Path | None):
-        self.writer = None
-        if directory is None:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return
-        self.writer = SummaryWriter(str(directory))
-
-    def add(self, row: dict[str, float], step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key not in ("epoch", "stage_index") and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 QuantizerFactory = Callable[[nn.Module], Any]
+
+
+def snapped_if(quantizer: Any | None) -> contextlib.AbstractContextManager:
+    """The model's weights on their codebooks while inside (a quantize stage's quantizer), else unchanged."""
+    return quantizer.snapped() if quantizer is not None else contextlib.nullcontext()
+
+
+def bind_quantizer(quantizer: Any | None, factory: QuantizerFactory, classifier: nn.Module, first_epoch_of_stage: bool,
+                   resumed_state: dict[str, Any] | None) -> Any:
+    """The quantizer of a quantize-stage epoch: made on first use; its codebooks refitted at the start of each
+    stage, or restored when resuming in the middle of one."""
+    if quantizer is None:
+        quantizer = factory(classifier)
+    if first_epoch_of_stage:
+        quantizer.reassign()
+    elif resumed_state is not None:
+        quantizer.load_state_dict(resumed_state)  # resuming in the middle of a quantize stage
+    return quantizer
+
+
+def resume_state(checkpoint_path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: str,
+                 settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Restore the module, optimizer and RNG from `checkpoint_path` and return the loop's state there; a
+    checkpoint of another configuration is refused, naming the settings that differ."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    if checkpoint.get("fingerprint") != fingerprint:
+        from quads.config import changed_settings
+
+        changes = changed_settings(checkpoint.get("settings"), settings)
+        what = f"other settings: {'; '.join(changes)}" if changes else (
+            f"a different configuration (fingerprint {checkpoint.get('fingerprint')} != {fingerprint})")
+        raise CheckpointMismatch(f"{checkpoint_path} was written with {what}; use a new --out or drop --resume")
+    module.load_state_dict(checkpoint["module"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"])
+    return {key: checkpoint[key] for key in ("epoch", "step", "history", "best", "quantizer")}
+
+
+def best_so_far(best: dict[str, Any] | None, epoch: int, valid_accuracy: float, classifier: nn.Module,
+                quantizer: Any | None) -> dict[str, Any]:
+    """The best epoch after this one: this epoch when its validation accuracy is higher (its weights taken on
+    the codebooks in a quantize stage, with the quantizer's state), else `best`."""
+    if best is not None and valid_accuracy <= best["valid_accuracy"]:
+        return best
+    with snapped_if(quantizer):
+        selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+    return {"epoch": epoch + 1, "valid_accuracy": valid_accuracy, "model": selected,
+            "quantizer": None if quantizer is None else quantizer.state_dict()}
+
+
+def save_epoch(run_dir: Path, state: dict[str, Any], module: nn.Module, optimizer: torch.optim.Optimizer,
+               fingerprint: str, settings: dict[str, Any] | None) -> None:
+    """The end-of-epoch checkpoint (everything a bit-exact resume needs) and the metrics written so far."""
+    save_checkpoint(run_dir / "last.pt", {
+        "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "settings": settings,
+        "module": module.state_dict(),
+        "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), **state})
+    write_metrics_csv(run_dir / "metrics.csv", state["history"])
+
+
+def check_stages(stages: list[Stage]) -> None:
+    for index, stage in enumerate(stages):
+        if stage.epochs < 1:
+            raise ConfigError(f"stage {index} ('{stage.name}') has {stage.epochs} epochs; every stage of a schedule "
+                              "needs at least one (quant.schedule, quant.epochs or optim.epochs)")
+        if stage.weights.centroid < 0:
+            raise ConfigError(f"stage {index} ('{stage.name}'): the centroid coefficient (quant.centroid_weight) "
+                              f"must be >= 0, got {stage.weights.centroid}")
+    if not stages:
+        raise ConfigError("fit() needs at least one stage")
 
 
 def fit(
@@ -315,15 +227,7 @@ def fit(
     Batches are read through a DataLoader (`loader_workers` processes read ahead; the order never changes).
     """
     run_dir = Path(run_dir)
-    for index, stage in enumerate(stages):
-        if stage.epochs < 1:
-            raise ConfigError(f"stage {index} ('{stage.name}') has {stage.epochs} epochs; every stage of a schedule "
-                              "needs at least one (quant.schedule, quant.epochs or optim.epochs)")
-        if stage.weights.centroid < 0:
-            raise ConfigError(f"stage {index} ('{stage.name}'): the centroid coefficient (quant.centroid_weight) "
-                              f"must be >= 0, got {stage.weights.centroid}")
-    if not stages:
-        raise ConfigError("fit() needs at least one stage")
+    check_stages(stages)
     world = Distributed(enabled=distributed)
     torch.manual_seed(seed)
     needs_teacher = any(stage.weights.uses_teacher for stage in stages)
@@ -365,22 +269,11 @@ def fit(
     use_augment = optim.spec_augment if augment is None else augment
 
     state = {"epoch": 0, "step": 0, "history": [], "best": None, "quantizer": None}
-    quantizer = None
+    quantizer = None  # made at the first quantize stage, kept across stages
     resumed_quantizer_state = None
     checkpoint_path = run_dir / "last.pt"
     if resume and checkpoint_path.exists():
-        checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint.get("fingerprint") != fingerprint:
-            from quads.config import changed_settings
-
-            changes = changed_settings(checkpoint.get("settings"), settings)
-            what = f"other settings: {'; '.join(changes)}" if changes else (
-                f"a different configuration (fingerprint {checkpoint.get('fingerprint')} != {fingerprint})")
-            raise CheckpointMismatch(f"{checkpoint_path} was written with {what}; use a new --out or drop --resume")
-        module.load_state_dict(checkpoint["module"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        state = {key: checkpoint[key] for key in ("epoch", "step", "history", "best", "quantizer")}
+        state = resume_state(checkpoint_path, module, optimizer, fingerprint, settings)
         resumed_quantizer_state = state["quantizer"]
     elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -393,18 +286,15 @@ def fit(
     for epoch in range(state["epoch"], total_epochs):
         stage_index, stage = epoch_stage[epoch]
         first_epoch_of_stage = epoch == 0 or epoch_stage[epoch - 1][0] != stage_index
+        active = None  # this epoch's quantizer: None outside quantize stages
         if stage.quantize:
-            if quantizer is None:
-                quantizer = quantizer_factory(classifier)
-            if first_epoch_of_stage:
-                quantizer.reassign()
-            elif resumed_quantizer_state is not None:
-                quantizer.load_state_dict(resumed_quantizer_state)  # resuming in the middle of a quantize stage
+            quantizer = active = bind_quantizer(quantizer, quantizer_factory, classifier, first_epoch_of_stage,
+                                                resumed_quantizer_state)
             resumed_quantizer_state = None
         weights = stage.weights
         sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, correct, examples, l1
         batches = global_batches(len(train_set), optim.batch_size, seed, epoch, world.world_size, lengths)
-        generator = torch.Generator().manual_seed(seed * 7919 + epoch)
+        generator = torch.Generator().manual_seed(augment_seed(seed, epoch))
         bar = tqdm(batches, desc=f"{description} {epoch + 1}/{total_epochs} [{stage.name}]", leave=False,
                    disable=not (progress and world.is_main), unit="batch")
         module.train()
@@ -415,8 +305,8 @@ def fit(
                     step, total_steps, warmup_steps, optim.min_lr_ratio)
             if use_augment and train_set.time_dim == 1:
                 batch = spec_augment(batch, generator)
-            if quantizer is not None and stage.quantize:
-                quantizer.swap_in_snapped()
+            if active is not None:
+                active.swap_in_snapped()
             logits, projected, frame_mask = trained(batch.inputs, batch.mask)
             target_embedding = None
             if projected is not None and frame_level:
@@ -436,14 +326,14 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             spread = 0.0
-            if quantizer is not None and stage.quantize:
-                quantizer.restore_latent()
-                spread = quantizer.add_centroid_gradient(weights.centroid)
+            if active is not None:
+                active.restore_latent()
+                spread = active.add_centroid_gradient(weights.centroid)
             if optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(module.parameters(), optim.grad_clip)
             optimizer.step()
-            if quantizer is not None and stage.quantize:
-                quantizer.update_centroids()
+            if active is not None:
+                active.update_centroids()
             step += 1
             l1 = float(terms["l1"].detach().sum()) if "l1" in terms else 0.0
             sums += torch.tensor([float(per_example.detach().sum()), float(terms["ce"].detach().sum()),
@@ -453,10 +343,7 @@ def fit(
         bar.close()
         sums = world.all_sum(sums)
 
-        if quantizer is not None and stage.quantize:
-            with quantizer.snapped():
-                valid_accuracy, valid_loss = evaluate_accuracy(classifier, valid_set)
-        else:
+        with snapped_if(active):
             valid_accuracy, valid_loss = evaluate_accuracy(classifier, valid_set)
         row = {
             "epoch": epoch + 1,
@@ -470,34 +357,21 @@ def fit(
             "valid_accuracy": valid_accuracy,
             "lr": optimizer.param_groups[0]["lr"],
             # before the hard snap or the re-assignment below: the spread the centroid term controls
-            **({"latent_spread": quantizer.latent_spread()} if quantizer is not None and stage.quantize else {}),
+            **({"latent_spread": active.latent_spread()} if active is not None else {}),
         }
         state["history"].append(row)
-        if stage_index == last_stage_index and (state["best"] is None
-                                                or valid_accuracy > state["best"]["valid_accuracy"]):
-            if quantizer is not None and stage.quantize:
-                with quantizer.snapped():
-                    selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
-                selected_quantizer = quantizer.state_dict()
-            else:
-                selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
-                selected_quantizer = None
-            state["best"] = {"epoch": epoch + 1, "valid_accuracy": valid_accuracy, "model": selected,
-                             "quantizer": selected_quantizer}
+        if stage_index == last_stage_index:  # the best epoch is one of the last stage's
+            state["best"] = best_so_far(state["best"], epoch, valid_accuracy, classifier, active)
         last_epoch_of_stage = epoch + 1 == total_epochs or epoch_stage[epoch + 1][0] != stage_index
-        if quantizer is not None and stage.quantize and last_epoch_of_stage:
-            quantizer.hard_snap()  # the next stage starts from the quantized weights
-        elif quantizer is not None and stage.quantize:
-            row["reassigned"] = quantizer.reassign_to_nearest()  # weights the CE drift moved to another cluster
-        state["quantizer"] = quantizer.state_dict() if quantizer is not None and stage.quantize else None
+        if active is not None and last_epoch_of_stage:
+            active.hard_snap()  # the next stage starts from the quantized weights
+        elif active is not None:
+            row["reassigned"] = active.reassign_to_nearest()  # weights the CE drift moved to another cluster
+        state["quantizer"] = None if active is None else active.state_dict()
         state["epoch"] = epoch + 1
         state["step"] = step
         if world.is_main:
-            save_checkpoint(checkpoint_path, {
-                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "settings": settings,
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), **state})
-            write_metrics_csv(run_dir / "metrics.csv", state["history"])
+            save_epoch(run_dir, state, module, optimizer, fingerprint, settings)
             tensorboard.add(row, epoch + 1)
             if progress:
                 tqdm.write(f"{description} epoch {epoch + 1}/{total_epochs} [{stage.name}] "

@@ -15,18 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from quads.batches import ExampleSet
 from quads.cache_dir import cache_root
+from quads.commands.evaluate import evaluate_model_file, score_predictions
+from quads.commands.grid import Cell, run_grid
 from quads.config import RunConfig
 from quads.data import load_manifest
 from quads.errors import ConfigError
-from quads.evaluate import evaluate_model_file, score_predictions
-from quads.grid import Cell, run_grid
-from quads.pretune import needs_frames
 from quads.synth import synthesize_corpus
 from quads.synth.augment import AUGMENT_LEVELS
-from quads.teacher_cache import TeacherCache, teacher_frame_embeddings
-from quads.train import predict_logits
+from quads.training.batches import ExampleSet
+from quads.training.inference import predict_logits
+from quads.training.pretune import needs_frames
+from quads.training.teacher_cache import TeacherCache, teacher_frame_embeddings
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # The digit corpus's cache folder per augmentation level (v1 had no room or microphone; v2 has both).

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from quads.atomic import atomic_path, atomic_write, atomic_write_text
-from quads.batches import Batch
 from quads.errors import QuadsError
+from quads.training.batches import Batch
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Synthesises the built-in command corpus if absent, pre-tunes the Whisper tiny.en
 the distilled student (cut from the teacher), compresses it with post-training k-means, the sequential recipe
 and QUADS at 4 and 2 bits, exports every model as a packed file, evaluates each file on the test split (wordings
 and voice families no model heard) and writes `results.json`, `results.md` and `pareto.png`. Where FSDD is
-present (`quads.fsdd`), the same recipe trained on synthetic digits is scored on real human recordings
+present (`quads.commands.fsdd`), the same recipe trained on synthetic digits is scored on real human recordings
 (`fsdd.md`). Interrupted? Run the same command again: finished runs are kept and an unfinished one resumes
 from its last epoch.
 """
@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from quads.atomic import atomic_write_text
+from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
+from quads.commands.grid import Cell, run_grid
+from quads.commands.report import results_markdown, write_results
 from quads.config import add_config_arguments, load_config
-from quads.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
-from quads.grid import Cell, run_grid
-from quads.report import results_markdown, write_results
 
 # Trimmed to what a laptop finishes in minutes; `quads ablate` runs every recipe at every width.
 DEMO_CELLS = (("distill", 32), ("ptq", 4), ("ptq", 2), ("sequential", 2), ("quads", 4), ("quads", 2))
@@ -77,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         print_dry_run(load_config(args.config, args.overrides), list(DEMO_CELLS), "quads demo")
         return 0

@@ -22,11 +22,16 @@ from typing import Any
 import torch
 
 from quads.audio import FrontEndConfig
-from quads.batches import ExampleSet
+from quads.compression.quantize import CodebookQuantizer, post_training_quantize
+from quads.compression.spec import QuantizationSpec
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
-from quads.experiment import (
+from quads.folder_lock import exclusive_writer
+from quads.training.batches import ExampleSet
+from quads.training.checkpoints import STUDENT_FILE, load_checkpoint, load_student, save_checkpoint
+from quads.training.distributed import Distributed
+from quads.training.experiment import (
     TeacherFrames,
     corpus_fingerprint,
     load_training_corpus,
@@ -34,8 +39,9 @@ from quads.experiment import (
     teacher_examples,
     write_json,
 )
-from quads.folder_lock import exclusive_writer
-from quads.pretune import (
+from quads.training.inference import evaluate_accuracy
+from quads.training.loop import fit
+from quads.training.pretune import (
     PretunedTeacher,
     build_stage0_teacher,
     needs_frames,
@@ -43,14 +49,11 @@ from quads.pretune import (
     teacher_identity,
     teacher_targets,
 )
-from quads.quantize import CodebookQuantizer, QuantizationSpec, post_training_quantize
-from quads.recipes import RECIPES, plan
-from quads.shards import ShardedExamples
-from quads.train import Distributed, evaluate_accuracy, fit, load_checkpoint, save_checkpoint
+from quads.training.recipes import RECIPES, plan
+from quads.training.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
 
-STUDENT_FILE = "student.pt"
 SUMMARY_FILE = "summary.json"
 CODEBOOK_DTYPE = torch.float16  # what the packed file stores; training ends on centroids rounded to it
 
@@ -117,7 +120,7 @@ FLOAT_RECIPES = ("fp32", "distill")  # recipes that never put weights on a codeb
 
 def with_bits(config: RunConfig, bits: int) -> RunConfig:
     """The config with quant.bits set to `bits` (the one place a bit width lives)."""
-    from quads.codebook import validate_bits
+    from quads.compression.codebook import validate_bits
 
     validate_bits(bits)
     return replace(config, quant=replace(config.quant, bits=bits))
@@ -320,17 +323,6 @@ def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module
     return True
 
 
-def load_student(run_dir: str | Path) -> dict[str, Any]:
-    """The final student of a run folder (tensors and plain values only; loaded with weights_only=True)."""
-    path = Path(run_dir) / STUDENT_FILE
-    if not path.exists():
-        raise QuadsError(f"{run_dir}: no {STUDENT_FILE}; is this a finished `quads compress` run folder?")
-    student = load_checkpoint(path)
-    if not isinstance(student, dict) or student.get("format") != "quads-student":
-        raise QuadsError(f"{path}: not a quads student file")
-    return student
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--recipe", choices=RECIPES, default="quads", help="compression recipe (default: quads)")
@@ -351,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bits is not None:
         config = with_bits(config, args.bits)
     if args.dry_run:
-        from quads.run_plan import print_dry_run
+        from quads.training.run_plan import print_dry_run
 
         print_dry_run(config, [(args.recipe, config.quant.bits)],
                       f"quads compress --recipe {args.recipe} --bits {config.quant.bits}")

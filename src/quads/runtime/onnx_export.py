@@ -5,9 +5,10 @@ exporter needs the `onnxscript` package, which quads does not depend on, while t
 op our encoders use (conv, LayerNorm, scaled_dot_product_attention, dynamic arange for positions and masks).
 The file is written atomically; `verify_onnx` runs it with onnxruntime and compares to PyTorch.
 
-Given the student's quantized tensors (`quads.packed.read_packed(...).quantized`), the file keeps their codebook
-form: bit-packed indices and codebooks, the weights rebuilt in the graph (`quads.onnx_codebook`), so it is about
-as small as the packed file. Without them, every weight is stored as float32 (the dequantized model).
+Given the student's quantized tensors (`quads.compression.packed_reader.read_packed(...).quantized`), the file keeps
+their codebook form: bit-packed indices and codebooks, the weights rebuilt in the graph
+(`quads.runtime.onnx_codebook`), so it is about as small as the packed file. Without them, every weight is stored as
+float32 (the dequantized model).
 
 Graph: inputs `features` float [batch, n_mels, frames] and `mask` bool [batch, frames] (True = real frame);
 output `logits` float [batch, num_labels].
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from quads.atomic import atomic_write_bytes
-from quads.codebook import QuantizedTensor
+from quads.compression.codebook import QuantizedTensor
 from quads.errors import ConfigError
 from quads.models.classifier import IntentClassifier
 from quads.onnx_session import cpu_session
@@ -88,7 +89,7 @@ def export_onnx(classifier: IntentClassifier, path: str | Path, n_mels: int, ops
     if quantized:
         import onnx
 
-        from quads.onnx_codebook import with_codebooks
+        from quads.runtime.onnx_codebook import with_codebooks
 
         data = with_codebooks(onnx.load_from_string(data), quantized).SerializeToString()
     atomic_write_bytes(path, data)

@@ -6,7 +6,7 @@ A results row is a plain dict (JSON as it is), one per evaluated model:
     bits               int (32 for float models)
     params             int, classifier parameters (encoder + head)
     size_bytes         bytes of the model file on disk, None where there is no file (the teacher)
-    theoretical_bytes  the payload the file must hold (see `quads.evaluate`), or None
+    theoretical_bytes  the payload the file must hold (see `quads.commands.evaluate`), or None
     gmacs, gmacs_30s   GMACs per utterance at its real length / at Whisper's 30 s padding, or None
     accuracy, f1       fractions in [0, 1] (macro-F1), or None
     model_file         str or None;  seed: int, optional
