@@ -78,7 +78,7 @@ def test_two_bit_recipes_train_at_the_low_bit_rate_and_the_rest_at_optim_lr():
 
 
 def test_wider_codebooks_train_at_quant_lr_when_set_and_float_recipes_never_do():
-    from quads.compress import training_optim
+    from quads.commands.compress import training_optim
 
     config = load_config(None, overrides=["optim.lr=1e-4", "optim.head_lr=5e-4", "quant.lr=2e-5"])
     for recipe, bits, expected in (("quads", 4, (2e-5, 2e-5)), ("qat", 8, (2e-5, 2e-5)),
