@@ -105,3 +105,16 @@ def test_lambdas_on_the_command_line_must_be_non_negative_numbers():
     for bad in ("-1", "a,b", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="--lambdas"):
             parse_lambdas(bad)
+
+
+def test_the_lambda_sweep_runs_only_the_recipes_asked_for_and_names_one_without_a_centroid_term(tmp_path,
+                                                                                                  monkeypatch):
+    from quads.commands import lambda_sweep
+
+    asked: list[list[Cell]] = []
+    monkeypatch.setattr(lambda_sweep, "run_grid", lambda config, cells, *args, **kwargs: (asked.append(cells)
+                                                                                         or ([{}], None)))
+    lambda_sweep.run_lambda_sweep(tmp_path, [0.0], [0], bits=[4], recipes=["quads"], progress=False)
+    assert [(cell.recipe, cell.bits) for cell in asked[0]] == [("quads", 4)]
+    with pytest.raises(ConfigError, match="ptq"):
+        lambda_sweep.run_lambda_sweep(tmp_path, [0.0], [0], bits=[4], recipes=["ptq"], progress=False)

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         from quads.commands.lambda_sweep import run_lambda_sweep
 
         run_lambda_sweep(args.out, args.lambdas, args.seeds, args.config, args.overrides, bits=args.bits or [2, 4],
-                         progress=not args.quiet)
+                         recipes=args.recipes, progress=not args.quiet)
         return 0
     run_ablation(args.out, args.seeds, args.config, args.overrides, bits=args.bits, recipes=args.recipes,
                  progress=not args.quiet, equal_budget=not args.no_equal_budget)

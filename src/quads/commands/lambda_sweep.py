@@ -18,6 +18,7 @@ from quads.atomic import atomic_write_text
 from quads.commands.grid import Cell, run_grid
 from quads.commands.report import format_mean_std
 from quads.config import load_config
+from quads.errors import ConfigError
 from quads.training.experiment import write_json
 
 SWEEP_RECIPES = ("quads", "sequential")
@@ -29,13 +30,19 @@ def lambda_folder(value: float) -> str:
 
 def run_lambda_sweep(out_dir: str | Path, lambdas: list[float], seeds: list[int],
                      config_path: str | Path | None = None, overrides: list[str] | None = None, *,
-                     bits: list[int] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+                     bits: list[int] | None = None, recipes: list[str] | None = None,
+                     progress: bool = True) -> list[dict[str, Any]]:
     """Run the sweep into `out_dir` (one grid per λ in `OUT/lambda-X`), write `lambda.md` and `lambda.json`
-    and return one summary entry per (λ, recipe, bits)."""
+    and return one summary entry per (λ, recipe, bits). `recipes`: a subset of SWEEP_RECIPES (default all)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     config = load_config(config_path, overrides)
-    cells = [Cell(recipe, b, seed) for seed in seeds for recipe in SWEEP_RECIPES for b in (bits or [2, 4])]
+    unknown = sorted(set(recipes or []) - set(SWEEP_RECIPES))
+    if unknown:
+        raise ConfigError(f"--recipes {' '.join(unknown)}: the λ sweep runs only {', '.join(SWEEP_RECIPES)} "
+                          "(the recipes with a centroid term)")
+    chosen = [recipe for recipe in SWEEP_RECIPES if not recipes or recipe in recipes]
+    cells = [Cell(recipe, b, seed) for seed in seeds for recipe in chosen for b in (bits or [2, 4])]
     entries: list[dict[str, Any]] = []
     for value in lambdas:
         print(f"λ = quant.centroid_weight = {value:g}", flush=True)
