@@ -53,15 +53,21 @@ def test_a_quantized_fit_selects_its_best_epoch_in_the_last_stage_and_ends_on_th
     assert result.quantizer_state is not None
 
 
-def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_path, monkeypatch):
+def interrupt_after_epoch(monkeypatch, epochs: int):
+    """Make fit() raise KeyboardInterrupt right after epoch `epochs` is saved; returns the real writer."""
     real_write = train_module.write_metrics_csv
 
-    def stop_after_the_first_quantize_stage(path, history):
+    def killed(path, history):
         real_write(path, history)
-        if len(history) == 3:
+        if len(history) == epochs:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "write_metrics_csv", stop_after_the_first_quantize_stage)
+    monkeypatch.setattr(train_module, "write_metrics_csv", killed)
+    return real_write
+
+
+def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_path, monkeypatch):
+    interrupt_after_epoch(monkeypatch, 3)  # the end of the first quantize stage
     with pytest.raises(KeyboardInterrupt):
         _fit(tmp_path, [Stage("ce", 1, ce_weights()), quantize_stage(2), Stage("ce", 1, ce_weights()),
                         quantize_stage(1)])
@@ -73,14 +79,7 @@ def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_pa
 def test_resume_in_the_middle_of_a_quantize_stage_is_bit_identical(tmp_path, monkeypatch):
     stages = [Stage("ce", 1, ce_weights()), quantize_stage(3)]
     _, uninterrupted = _fit(tmp_path / "full", stages)
-    real_write = train_module.write_metrics_csv
-
-    def killed_inside_the_quantize_stage(path, history):
-        real_write(path, history)
-        if len(history) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "write_metrics_csv", killed_inside_the_quantize_stage)
+    real_write = interrupt_after_epoch(monkeypatch, 3)  # inside the quantize stage
     with pytest.raises(KeyboardInterrupt):
         _fit(tmp_path / "killed", stages)
     monkeypatch.setattr(train_module, "write_metrics_csv", real_write)
