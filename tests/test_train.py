@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers.interrupt import interrupt_after_epoch
 from tests.helpers.toy import ToyClassifier, toy_examples, toy_store
 
 import quads.training.checkpoints as checkpoints_module
@@ -47,14 +48,7 @@ def test_resume_after_a_kill_gives_the_same_final_weights(tmp_path, monkeypatch)
     for key, value in in_memory.model_state.items():
         assert torch.equal(value, uninterrupted.model_state[key]), key
 
-    real_write = train_module.write_metrics_csv
-
-    def killed_after_second_epoch(path, history):
-        real_write(path, history)
-        if len(history) == 2:
-            raise KeyboardInterrupt  # the process dies right after the epoch-2 checkpoint
-
-    monkeypatch.setattr(train_module, "write_metrics_csv", killed_after_second_epoch)
+    real_write = interrupt_after_epoch(monkeypatch, 2)  # the process dies right after the epoch-2 checkpoint
     with pytest.raises(KeyboardInterrupt):
         _fit(tmp_path / "killed", stores=stores)
     monkeypatch.setattr(train_module, "write_metrics_csv", real_write)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tests.helpers.interrupt import interrupt_after_epoch
 from tests.helpers.toy import ToyClassifier, toy_examples
 
 import quads.training.loop as train_module
@@ -51,19 +52,6 @@ def test_a_quantized_fit_selects_its_best_epoch_in_the_last_stage_and_ends_on_th
     assert all("latent_spread" not in row for row in result.history if row["stage"] == "ce")
     assert [("reassigned" in row) for row in quantize_rows] == [True, False, True, True, False]
     assert result.quantizer_state is not None
-
-
-def interrupt_after_epoch(monkeypatch, epochs: int):
-    """Make fit() raise KeyboardInterrupt right after epoch `epochs` is saved; returns the real writer."""
-    real_write = train_module.write_metrics_csv
-
-    def killed(path, history):
-        real_write(path, history)
-        if len(history) == epochs:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "write_metrics_csv", killed)
-    return real_write
 
 
 def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_path, monkeypatch):
