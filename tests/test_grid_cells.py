@@ -69,6 +69,17 @@ def test_fingerprints_follow_what_changes_a_result():
     assert run_fingerprint(config, "distill", fake_prepared(None)) != run_fingerprint(config, "distill", prepared)
 
 
+def test_fingerprint_follows_the_default_schedule_even_when_the_config_does_not_change(monkeypatch):
+    import quads.training.recipes as recipes
+
+    config, prepared = load_config(None), fake_prepared()
+    before = run_fingerprint(config, "quads", prepared)
+    ptq = run_fingerprint(config, "ptq", prepared)
+    monkeypatch.setattr(recipes, "continued_schedule", lambda epochs: [("quantize", epochs)])
+    assert run_fingerprint(config, "quads", prepared) != before  # a code change of the default retrains
+    assert run_fingerprint(config, "ptq", prepared) == ptq  # post-training k-means trains no stages
+
+
 def test_a_run_folder_is_stale_when_its_fingerprint_differs_and_the_reason_names_the_keys(tmp_path):
     assert stale_reason(tmp_path, "a") is None  # nothing there: nothing to reuse, nothing stale
     saved = load_config(None).to_dict()

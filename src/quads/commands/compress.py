@@ -49,7 +49,7 @@ from quads.training.pretune import (
     teacher_identity,
     teacher_targets,
 )
-from quads.training.recipes import RECIPES, plan
+from quads.training.recipes import LOW_BITS, RECIPES, plan
 from quads.training.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class CompressResult:
 
 
 def quantization_spec(config: RunConfig, bits: int) -> QuantizationSpec:
-    return QuantizationSpec(bits=bits, per_layer=dict(config.quant.per_layer), exclude=list(config.quant.exclude),
-                            iterations=config.quant.kmeans_iterations)
+    return QuantizationSpec(bits=bits, per_layer=dict(config.quant.per_layer), min_bits=dict(config.quant.min_bits),
+                            exclude=list(config.quant.exclude), iterations=config.quant.kmeans_iterations)
 
 
 def make_student(config: RunConfig, num_labels: int) -> torch.nn.Module:
@@ -147,8 +147,11 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     ignore = () if quantizes else tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits")
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
+    # The stages actually trained: a default schedule can change with the code while the config stays the same.
+    stages = plan(recipe, config).stages if quantizes else ()
+    schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""
     return (f"{config.fingerprint(ignore=ignore)}/{recipe}/{config.quant.bits}/"
-            f"{corpus_fingerprint(prepared.corpus)}/{teacher}")
+            f"{corpus_fingerprint(prepared.corpus)}/{teacher}{schedule}")
 
 
 def stale_reason(run_dir: Path, fingerprint: str, settings: dict | None = None) -> str | None:
@@ -292,7 +295,6 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
     return CompressResult(out_dir, recipe, bits, valid_accuracy, test_accuracy, summary)
 
 
-LOW_BITS = 2  # codebooks of this many bits or fewer train at quant.low_bit_lr
 
 
 def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:

@@ -35,6 +35,7 @@ RECIPES = ("fp32", "distill", "ptq", "qat", "sequential", "quads")
 
 # The public reference's 20 epochs: distil 1-3, quantize 4-6, distil 7-12, quantize 13-20.
 PAPER_PATTERN = (("distill", 3), ("quantize", 3), ("distill", 6), ("quantize", 8))
+LOW_BITS = 2  # codebooks of this many bits or fewer: their own learning rate (quant.low_bit_lr) and schedule
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,46 @@ def paper_schedule(total_epochs: int) -> list[tuple[str, int]]:
         return [("quantize", 1)]
     if total_epochs < 4:
         return [("distill", total_epochs - total_epochs // 2), ("quantize", total_epochs // 2)]
-    pattern_total = sum(epochs for _, epochs in PAPER_PATTERN)
-    scaled = [max(1, round(epochs * total_epochs / pattern_total)) for _, epochs in PAPER_PATTERN]
+    return _scaled(PAPER_PATTERN, total_epochs)
+
+
+def continued_schedule(total_epochs: int) -> list[tuple[str, int]]:
+    """The rest of the paper's pattern after its first distil stage, scaled to `total_epochs`: quantize,
+    distil, quantize. A pretrained start is a distilled student, so it has already had that first stage;
+    opening with another distil epoch re-warms a converged student to the peak rate and undoes it."""
+    if total_epochs < 1:
+        raise ConfigError("quant.epochs must be >= 1")
+    if total_epochs < 3:
+        return [("quantize", total_epochs)]
+    return _scaled(PAPER_PATTERN[1:], total_epochs)
+
+
+def _scaled(pattern: tuple[tuple[str, int], ...], total_epochs: int) -> list[tuple[str, int]]:
+    """`pattern` with each stage's epochs scaled to sum to `total_epochs`, every stage >= 1 epoch."""
+    pattern_total = sum(epochs for _, epochs in pattern)
+    scaled = [max(1, round(epochs * total_epochs / pattern_total)) for _, epochs in pattern]
     scaled[-1] += total_epochs - sum(scaled)
     while scaled[-1] < 1:  # rounding overshoot on short budgets: take back from the longest distil stage
-        longest = max((0, 2), key=lambda i: scaled[i])
+        longest = max((i for i, (phase, _) in enumerate(pattern) if phase == "distill"), key=lambda i: scaled[i])
         scaled[longest] -= 1
         scaled[-1] += 1
-    return [(phase, epochs) for (phase, _), epochs in zip(PAPER_PATTERN, scaled, strict=True)]
+    return [(phase, epochs) for (phase, _), epochs in zip(pattern, scaled, strict=True)]
 
 
-def schedule_for(config: RunConfig) -> list[tuple[str, int]]:
-    """The configured schedule, or the paper's pattern scaled to the quantization budget."""
-    budget = config.quant.epochs if config.quant.init == "pretrained" else config.optim.epochs
-    stages = parse_schedule(config.quant.schedule) if config.quant.schedule else paper_schedule(budget)
+def schedule_for(config: RunConfig, bits: int | None = None) -> list[tuple[str, int]]:
+    """The configured schedule, else the paper's pattern over optim.epochs from scratch. From a pretrained
+    (distilled) student: codebooks wider than LOW_BITS continue the pattern after its first distil stage over
+    quant.epochs; LOW_BITS or fewer run the whole pattern over quant.epochs, opening with a distil epoch, because
+    a converged student snapped straight to 4 values does not climb back (see docs/METHOD.md, "Schedule")."""
+    bits = config.quant.bits if bits is None else bits
+    if config.quant.schedule:
+        stages = parse_schedule(config.quant.schedule)
+    elif config.quant.init != "pretrained":
+        stages = paper_schedule(config.optim.epochs)
+    elif bits <= LOW_BITS:
+        stages = paper_schedule(config.quant.epochs)
+    else:
+        stages = continued_schedule(config.quant.epochs)
     if stages[-1][0] != "quantize":
         raise ConfigError("quant.schedule must end on a quantize stage, so the final weights are on the codebook")
     return stages
@@ -94,7 +121,7 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
         return RecipePlan(recipe, bits, (Stage("distill", epochs, distill),))
     if recipe == "ptq" or (recipe == "sequential" and bits > 8):
         return RecipePlan(recipe, bits, (), start_from="distill", post_training_only=bits <= 8)
-    schedule = schedule_for(config)
+    schedule = schedule_for(config, bits)
     if recipe == "sequential":
         weights = quantization_weights(config.distill, config.quant, with_teacher=False)
         if pretrained:  # the same epochs as QUADS after the same distilled student, all spent quantizing
