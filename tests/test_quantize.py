@@ -66,6 +66,16 @@ def test_per_layer_patterns_override_the_default_width_and_32_keeps_float():
     assert select_quantized_tensors(tiny_model(), spec) == {"embed.weight": 3, "conv.weight": 16}
 
 
+def test_min_bits_patterns_are_floors_that_never_narrow_a_tensor():
+    spec = QuantizationSpec(bits=2, per_layer={"head.weight": 32}, min_bits={"embed.*": 4, "e*": 3, "head.*": 8})
+    assert spec.bits_for("embed.weight") == 4  # the widest matching floor
+    assert spec.bits_for("conv.weight") == 2
+    assert spec.bits_for("head.weight") == 32  # kept float: a floor never narrows
+    assert QuantizationSpec(bits=8, min_bits={"embed.*": 4}).bits_for("embed.weight") == 8
+    with pytest.raises(ConfigError, match=r"min_bits\['embed\.\*'\]"):
+        QuantizationSpec(min_bits={"embed.*": 5})
+
+
 def test_excluded_patterns_stay_float():
     spec = QuantizationSpec(bits=2, exclude=["head.*"])
     assert "head.weight" not in select_quantized_tensors(tiny_model(), spec)

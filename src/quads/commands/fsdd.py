@@ -127,7 +127,9 @@ def fsdd_markdown(rows: list[dict[str, Any]]) -> str:
         "| model | bits | synthetic test acc (%) | FSDD acc (%) | FSDD macro-F1 (%) |",
         "|---|---|---|---|---|",
     ]
+    seeds = {row.get("seed") for row in rows[1:]}
     for row in rows:
-        lines.append(f"| {row['method']} | {row['bits']} | {100 * row['accuracy']:.1f} | "
+        method = row["method"] + (f" (seed {row['seed']})" if len(seeds) > 1 and row.get("seed") is not None else "")
+        lines.append(f"| {method} | {row['bits']} | {100 * row['accuracy']:.1f} | "
                      f"{100 * row['fsdd_accuracy']:.1f} | {100 * row['fsdd_f1']:.1f} |")
     return "\n".join(lines)

@@ -22,8 +22,10 @@ class QuantizationSpec:
 
     `bits` applies to every selected tensor unless a `per_layer` pattern (fnmatch on the parameter name, the
     first matching pattern wins) sets another width: 1/2/3/4/8 for a codebook, 16 for float16, 32 to keep it
-    float. Selected are the parameters with at least `include_ndim_at_least` dimensions (Linear, Conv1d and
-    embedding weights; biases and norm weights stay float), minus those matching an `exclude` pattern.
+    float. `min_bits` patterns are floors applied after that: a matching tensor gets at least their width
+    (sensitive tensors stay wider in a 2-bit model without being narrowed in an 8-bit one). Selected are the
+    parameters with at least `include_ndim_at_least` dimensions (Linear, Conv1d and embedding weights; biases
+    and norm weights stay float), minus those matching an `exclude` pattern.
     A tensor with fewer than `min_numel_per_centroid * 2^b` elements is kept float with a warning: with fewer
     than a few weights per centroid the codebook costs about as much as it saves and hardly constrains them.
     `iterations` bounds the Lloyd iterations of each k-means fit.
@@ -31,6 +33,7 @@ class QuantizationSpec:
 
     bits: int = 4
     per_layer: dict[str, int] = field(default_factory=dict)
+    min_bits: dict[str, int] = field(default_factory=dict)
     include_ndim_at_least: int = 2
     exclude: list[str] = field(default_factory=list)
     iterations: int = 25
@@ -38,20 +41,22 @@ class QuantizationSpec:
 
     def __post_init__(self) -> None:
         validate_bits(self.bits)
-        for pattern, bits in self.per_layer.items():
-            try:
-                validate_bits(bits)
-            except ConfigError as error:
-                raise ConfigError(f"per_layer[{pattern!r}]: {error}") from None
+        for key, patterns in (("per_layer", self.per_layer), ("min_bits", self.min_bits)):
+            for pattern, bits in patterns.items():
+                try:
+                    validate_bits(bits)
+                except ConfigError as error:
+                    raise ConfigError(f"{key}[{pattern!r}]: {error}") from None
         if self.iterations < 1:
             raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
 
     def bits_for(self, name: str) -> int:
-        """The width for parameter `name`: the first matching per_layer pattern, else `bits`."""
-        for pattern, bits in self.per_layer.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                return bits
-        return self.bits
+        """The width for parameter `name`: the first matching per_layer pattern, else `bits`; raised to the
+        widest matching `min_bits` floor."""
+        width = next((bits for pattern, bits in self.per_layer.items() if fnmatch.fnmatchcase(name, pattern)),
+                     self.bits)
+        floors = [bits for pattern, bits in self.min_bits.items() if fnmatch.fnmatchcase(name, pattern)]
+        return max([width, *floors])
 
 
 def select_quantized_tensors(model: nn.Module, spec: QuantizationSpec) -> dict[str, int]:
