@@ -2,7 +2,7 @@
 
 Each tensor that a recipe quantizes is snapped alone to a b-bit k-means codebook (every other tensor stays
 float) and the model is scored on a split; the accuracy drop is that tensor's sensitivity. This is the
-measure behind the default `quant.per_layer` widths: a tensor whose drop is large for its share of the
+measure behind the default `quant.min_bits` floors: a tensor whose drop is large for its share of the
 weights is worth a wider codebook.
 
     python bench/bench_sensitivity.py MODEL.quads [--data CORPUS] [--split valid] [--bits 2] [--limit 200]

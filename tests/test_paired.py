@@ -38,3 +38,19 @@ def test_a_single_seed_has_no_std_and_no_p_value():
 def test_no_common_bit_width_gives_no_rows():
     assert paired_differences(rows_for({0: 0.8}, {}, 4)) == []
     assert "no paired comparison" in paired_markdown([])
+
+
+def test_paired_fsdd_rows_pair_on_the_real_speech_metric_and_the_table_names_each_seed():
+    from quads.commands.fsdd import fsdd_markdown
+
+    rows = [{"method": "teacher", "bits": 32, "accuracy": 0.97, "fsdd_accuracy": 0.9, "fsdd_f1": 0.9}]
+    for seed, (ours, theirs) in enumerate([(0.70, 0.60), (0.72, 0.65)]):
+        rows += [{"method": "QUADS", "bits": 2, "seed": seed, "accuracy": 0.8, "fsdd_accuracy": ours, "fsdd_f1": 0},
+                 {"method": "sequential", "bits": 2, "seed": seed, "accuracy": 0.8, "fsdd_accuracy": theirs,
+                  "fsdd_f1": 0}]
+    (result,) = paired_differences(rows, key="fsdd_accuracy")
+    assert result["metric"] == "fsdd_accuracy" and result["differences"] == pytest.approx([0.10, 0.07])
+    assert paired_differences(rows)[0]["differences"] == [0.0, 0.0]  # the synthetic metric: no difference
+    table = fsdd_markdown(rows)
+    assert "| QUADS (seed 1) | 2 |" in table and "| teacher | 32 |" in table
+    assert "(seed" not in fsdd_markdown(rows[:3])  # one seed: no seed labels
