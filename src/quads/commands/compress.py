@@ -295,8 +295,6 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
     return CompressResult(out_dir, recipe, bits, valid_accuracy, test_accuracy, summary)
 
 
-
-
 def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:
     """The optimiser settings of a recipe: the peak rate, for encoder and head alike, is quant.low_bit_lr for a
     recipe that trains on codebooks of LOW_BITS or fewer and quant.lr for one on wider codebooks (each when

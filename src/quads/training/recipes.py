@@ -92,7 +92,8 @@ def schedule_for(config: RunConfig, bits: int | None = None) -> list[tuple[str, 
     """The configured schedule, else the paper's pattern over optim.epochs from scratch. From a pretrained
     (distilled) student: codebooks wider than LOW_BITS continue the pattern after its first distil stage over
     quant.epochs; LOW_BITS or fewer run the whole pattern over quant.epochs, opening with a distil epoch, because
-    a converged student snapped straight to 4 values does not climb back (see docs/METHOD.md, "Schedule")."""
+    a distil epoch at the peak low-bit rate right after a 2-bit snap collapses the student (docs/METHOD.md,
+    "Schedule")."""
     bits = config.quant.bits if bits is None else bits
     if config.quant.schedule:
         stages = parse_schedule(config.quant.schedule)
