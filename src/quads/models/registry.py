@@ -28,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # = 10 s of audio, plenty for commands, and 1,000 fewer rows to store than Whisper's 30 s table.
 PRETRAINED_STUDENTS: dict[str, tuple[str, dict[str, int]]] = {
     f"whisper-tiny.en-{layers}l": ("tiny.en", {"encoder_layers": layers, "max_source_positions": 500})
-    for layers in (1, 2, 4)
+    for layers in (1, 2, 3, 4)
 }
 
 
