@@ -30,4 +30,5 @@ def test_method_quotes_the_configured_defaults():
     assert f"α = {config.distill.alpha}" in method
     assert f"γ = {config.quant.gamma}, λ = {config.quant.centroid_weight:g}" in method
     assert json.dumps(config.quant.min_bits) in method
+    assert f"Default `{config.student.encoder}`" in method
     assert f"`quant.epochs = {config.quant.epochs}`" in method and f"`optim.epochs = {config.optim.epochs}`" in method

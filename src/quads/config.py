@@ -59,9 +59,9 @@ class TeacherConfig:
 class StudentConfig:
     """The small encoder that is distilled and quantized."""
 
-    # a preset name from quads.models: pretrained (whisper-tiny.en-2l: the teacher's first 2 layers) or from
+    # a preset name from quads.models: pretrained (whisper-tiny.en-3l: the teacher's first 3 of 4 layers) or from
     # scratch (conv-200k, transformer-1m, ...), or whisper:NAME_OR_DIR (cut with overrides {encoder_layers: N})
-    encoder: str = "whisper-tiny.en-2l"
+    encoder: str = "whisper-tiny.en-3l"
     head: str = "norm"  # linear | mlp | norm (LayerNorm + linear, the attnpool teacher head's layout)
     pooling: str = "attention"  # mean | attention (learned attention pooling over the encoder's frames)
     # Start the student's pooling and head from the pre-tuned teacher head's when their shapes match (a student
