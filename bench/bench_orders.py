@@ -76,7 +76,7 @@ def main() -> int:
     config = load_config(args.config, args.overrides)
     # v2: the default augmentation with rooms and microphones (v1 was synthesised before they existed)
     corpus_dir = cache_root(config.data) / "corpora" / "orders-v2"
-    table = cache_root(config.data) / "corpora" / "orders-v2.tsv"
+    table = corpus_dir.with_name(f"{corpus_dir.name}.tsv")
     write_order_phrases(table)
     print(synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=2).summary())
     config = replace(config, data=replace(config.data, path=str(corpus_dir)))
