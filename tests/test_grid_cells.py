@@ -15,7 +15,8 @@ from quads.training.recipes import equal_budget, plan, quantizing_epochs
 
 
 def fake_prepared(teacher: str | None = "head-1"):
-    return SimpleNamespace(corpus=SimpleNamespace(splits={}),
+    labels = SimpleNamespace(labels=[f"intent-{i}" for i in range(31)])
+    return SimpleNamespace(corpus=SimpleNamespace(splits={}, label_map=labels),
                            teacher=None if teacher is None else SimpleNamespace(fingerprint=teacher))
 
 
@@ -67,6 +68,22 @@ def test_fingerprints_follow_what_changes_a_result():
     # another pre-tuned teacher (settings, corpus or weights) or none at all: another student
     assert run_fingerprint(config, "distill", fake_prepared("head-2")) != run_fingerprint(config, "distill", prepared)
     assert run_fingerprint(config, "distill", fake_prepared(None)) != run_fingerprint(config, "distill", prepared)
+
+
+def test_quantized_fingerprints_follow_the_resolved_widths_not_the_patterns():
+    config, prepared = load_config(None), fake_prepared()
+    attention_floor = ['quant.min_bits={"*embed_positions*": 8, "*conv1.weight": 8, "*self_attn.*_proj.weight": 4}']
+    floored = load_config(None, attention_floor)
+    # every attention projection floored at 4 bits: nothing changes at 4 bits, layers 1-2 widen at 2 bits
+    assert run_fingerprint(floored, "quads", prepared) == run_fingerprint(config, "quads", prepared)
+    assert run_fingerprint(with_bits(floored, 2), "quads", prepared) != run_fingerprint(with_bits(config, 2), "quads",
+                                                                                        prepared)
+    assert run_fingerprint(with_bits(floored, 2), "ptq", prepared) != run_fingerprint(with_bits(config, 2), "ptq",
+                                                                                      prepared)
+    # the same widths written as other patterns: the same run
+    spelled_out = load_config(None, ['quant.per_layer={"*layers.0.self_attn.*_proj.weight": 4}'])
+    assert run_fingerprint(with_bits(spelled_out, 2), "quads", prepared) == run_fingerprint(with_bits(config, 2),
+                                                                                            "quads", prepared)
 
 
 def test_fingerprint_follows_the_default_schedule_even_when_the_config_does_not_change(monkeypatch):

@@ -13,8 +13,12 @@ A run folder holds everything needed to export, evaluate or resume:
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import torch
 
 from quads.audio import FrontEndConfig
 from quads.compression.quantize import CodebookQuantizer, post_training_quantize
-from quads.compression.spec import QuantizationSpec
+from quads.compression.spec import QuantizationSpec, select_quantized_tensors
 from quads.config import OptimConfig, RunConfig, add_config_arguments, load_config, save_config
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
@@ -137,21 +141,49 @@ def effective_config(config: RunConfig, recipe: str) -> RunConfig:
     return config
 
 
+def quantized_widths(config: RunConfig, num_labels: int) -> dict[str, int]:
+    """The width each student tensor gets under `config.quant` (bits, per_layer, min_bits and exclude
+    resolved), read from the student's shapes alone: a meta-device model, no weights copied."""
+    spec = quantization_spec(config, config.quant.bits)
+    student = json.dumps([asdict(config.student), config.data.n_mels, num_labels], sort_keys=True)
+    return dict(_widths(student, json.dumps(asdict(spec), sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=16)
+def _widths(student: str, spec: str) -> dict[str, int]:
+    from quads.config import StudentConfig
+
+    fields, n_mels, num_labels = json.loads(student)
+    config = RunConfig(student=StudentConfig(**fields))
+    config = replace(config, data=replace(config.data, n_mels=n_mels))
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # meta parameters ignore the weights they are given; small tensors say so
+        return select_quantized_tensors(make_student(config, num_labels), QuantizationSpec(**json.loads(spec)))
+
+
 def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     """Identity of a run's result: its settings, recipe, corpus and (when one is loaded) the pre-tuned teacher,
     whose fingerprint covers the teacher's settings and weights. Float recipes ignore the quant section (all of
-    QUADS' lambda or schedule variants share one distilled student); checkpoints, student.pt and grid rows
-    carry it, and are reused only when it matches."""
+    QUADS' lambda or schedule variants share one distilled student); quantizing ones count the width each
+    tensor resolves to rather than the per_layer/min_bits/exclude patterns, so a floor that changes nothing at
+    4 bits (a 2-bit floor of 4) does not retrain 4-bit runs. Checkpoints, student.pt and grid rows carry it,
+    and are reused only when it matches."""
     config = effective_config(config, recipe)
     quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
-    ignore = () if quantizes else tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits")
+    patterns = ("per_layer", "min_bits", "exclude")  # counted as the widths they resolve to (below)
+    ignored = [key for key in asdict(config.quant) if key != "bits" and (not quantizes or key in patterns)]
+    ignore = tuple(f"quant.{key}" for key in ignored)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
     # The stages actually trained: a default schedule can change with the code while the config stays the same.
     stages = plan(recipe, config).stages if quantizes else ()
     schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""
+    widths = ""
+    if quantizes:
+        resolved = quantized_widths(config, len(prepared.corpus.label_map.labels))
+        widths = "/" + hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
     return (f"{config.fingerprint(ignore=ignore)}/{recipe}/{config.quant.bits}/"
-            f"{corpus_fingerprint(prepared.corpus)}/{teacher}{schedule}")
+            f"{corpus_fingerprint(prepared.corpus)}/{teacher}{schedule}{widths}")
 
 
 def stale_reason(run_dir: Path, fingerprint: str, settings: dict | None = None) -> str | None:
