@@ -71,17 +71,17 @@ def test_fingerprints_follow_what_changes_a_result():
 
 
 def test_quantized_fingerprints_follow_the_resolved_widths_not_the_patterns():
-    config, prepared = load_config(None), fake_prepared()
-    attention_floor = ['quant.min_bits={"*embed_positions*": 8, "*conv1.weight": 8, "*self_attn.*_proj.weight": 4}']
-    floored = load_config(None, attention_floor)
-    # every attention projection floored at 4 bits: nothing changes at 4 bits, layers 1-2 widen at 2 bits
+    prepared = fake_prepared()
+    config = load_config(None, ['quant.min_bits={"*layers.0.self_attn.*_proj.weight": 4}'])
+    floored = load_config(None, ['quant.min_bits={"*self_attn.*_proj.weight": 4}'])
+    # every layer's attention floored at 4 bits, not only layer 0's: the same 4-bit run, another 2-bit one
     assert run_fingerprint(floored, "quads", prepared) == run_fingerprint(config, "quads", prepared)
     assert run_fingerprint(with_bits(floored, 2), "quads", prepared) != run_fingerprint(with_bits(config, 2), "quads",
                                                                                         prepared)
     assert run_fingerprint(with_bits(floored, 2), "ptq", prepared) != run_fingerprint(with_bits(config, 2), "ptq",
                                                                                       prepared)
     # the same widths written as other patterns: the same run
-    spelled_out = load_config(None, ['quant.per_layer={"*layers.0.self_attn.*_proj.weight": 4}'])
+    spelled_out = load_config(None, ["quant.min_bits={}", 'quant.per_layer={"*layers.0.self_attn.*_proj.weight": 4}'])
     assert run_fingerprint(with_bits(spelled_out, 2), "quads", prepared) == run_fingerprint(with_bits(config, 2),
                                                                                             "quads", prepared)
 
