@@ -40,7 +40,8 @@ def test_a_quantized_fit_selects_its_best_epoch_in_the_last_stage_and_ends_on_th
     stages = [Stage("ce", 2, ce_weights()), quantize_stage(2), Stage("ce", 1, ce_weights()), quantize_stage(3)]
     model, result = _fit(tmp_path, stages)
     last_stage = [row for row in result.history if row["stage_index"] == 3]
-    best = max(last_stage, key=lambda row: row["valid_accuracy"])  # the first of equal maxima
+    # the most accurate epoch; among equally accurate ones, the lowest valid loss
+    best = max(last_stage, key=lambda row: (row["valid_accuracy"], -row["valid_loss"]))
     assert result.best_epoch == best["epoch"] and result.best_epoch >= 6
     assert result.best_valid_accuracy == best["valid_accuracy"]
     for name in QUANTIZED:
@@ -52,6 +53,18 @@ def test_a_quantized_fit_selects_its_best_epoch_in_the_last_stage_and_ends_on_th
     assert all("latent_spread" not in row for row in result.history if row["stage"] == "ce")
     assert [("reassigned" in row) for row in quantize_rows] == [True, False, True, True, False]
     assert result.quantizer_state is not None
+
+
+def test_equally_accurate_epochs_are_told_apart_by_their_valid_loss():
+    model = ToyClassifier()
+    first = train_module.best_so_far(None, 0, 0.9, model, None, valid_loss=0.5)
+    assert train_module.best_so_far(first, 1, 0.9, model, None, valid_loss=0.6) is first
+    later = train_module.best_so_far(first, 2, 0.9, model, None, valid_loss=0.4)
+    assert later["epoch"] == 3 and later["valid_loss"] == 0.4
+    assert train_module.best_so_far(later, 3, 0.8, model, None, valid_loss=0.1) is later  # accuracy comes first
+    assert train_module.best_so_far(later, 4, 0.95, model, None, valid_loss=0.9)["epoch"] == 5
+    resumed = {key: value for key, value in first.items() if key != "valid_loss"}  # a checkpoint from before
+    assert train_module.best_so_far(resumed, 1, 0.9, model, None, valid_loss=0.6)["epoch"] == 2
 
 
 def test_the_stage_after_a_quantize_stage_starts_from_the_snapped_weights(tmp_path, monkeypatch):
