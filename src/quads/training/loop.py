@@ -80,7 +80,7 @@ class FitResult:
     history: list[dict[str, float]]
     model_state: dict[str, Tensor]  # the selected weights (on the codebooks for a quantized run)
     quantizer_state: dict[str, Any] | None
-    projection_state: dict[str, Tensor] | None = None  # P at the end of training (carried into the next recipe)
+    projection_state: dict[str, Tensor] | None = None  # P of the kept epoch (carried into the next recipe)
 
 
 class StudentWithProjection(nn.Module):
@@ -162,10 +162,11 @@ def resume_state(checkpoint_path: Path, module: nn.Module, optimizer: torch.opti
 
 
 def best_so_far(best: dict[str, Any] | None, epoch: int, valid_accuracy: float, classifier: nn.Module,
-                quantizer: Any | None, valid_loss: float) -> dict[str, Any]:
+                quantizer: Any | None, valid_loss: float, projection: nn.Module | None = None) -> dict[str, Any]:
     """The best epoch after this one: this epoch when its validation accuracy is higher, or as high at a lower
     validation loss (its weights taken on the codebooks in a quantize stage, with the quantizer's state), else
-    `best`. The loss breaks ties because a small valid split saturates: on the synthetic digits every epoch
+    `best`. The projection P is kept from the same epoch, so the next recipe gets the pair that belongs
+    together. The loss breaks ties because a small valid split saturates: on the synthetic digits every epoch
     from the first scored 99.5 %, and the first-epoch student kept by accuracy alone heard FSDD's real
     speakers at 87.6 % against 89.4 % for the lowest-loss (last) one."""
     if best is not None and (valid_accuracy, -valid_loss) <= (best["valid_accuracy"],
@@ -174,7 +175,12 @@ def best_so_far(best: dict[str, Any] | None, epoch: int, valid_accuracy: float, 
     with snapped_if(quantizer):
         selected = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
     return {"epoch": epoch + 1, "valid_accuracy": valid_accuracy, "valid_loss": valid_loss, "model": selected,
-            "quantizer": None if quantizer is None else quantizer.state_dict()}
+            "quantizer": None if quantizer is None else quantizer.state_dict(),
+            "projection": None if projection is None else _detached(projection)}
+
+
+def _detached(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def save_epoch(run_dir: Path, state: dict[str, Any], module: nn.Module, optimizer: torch.optim.Optimizer,
@@ -365,7 +371,8 @@ def fit(
         }
         state["history"].append(row)
         if stage_index == last_stage_index:  # the best epoch is one of the last stage's
-            state["best"] = best_so_far(state["best"], epoch, valid_accuracy, classifier, active, valid_loss)
+            state["best"] = best_so_far(state["best"], epoch, valid_accuracy, classifier, active, valid_loss,
+                                        projection)
         last_epoch_of_stage = epoch + 1 == total_epochs or epoch_stage[epoch + 1][0] != stage_index
         if active is not None and last_epoch_of_stage:
             active.hard_snap()  # the next stage starts from the quantized weights
@@ -385,6 +392,7 @@ def fit(
     tensorboard.close()
     best = state["best"]
     classifier.load_state_dict(best["model"])
-    projection_out = None if projection is None else {k: v.detach().clone() for k, v in projection.state_dict().items()}
+    # P of the kept epoch (a checkpoint from before it was kept there: P at the end)
+    projection_out = best.get("projection") or (None if projection is None else _detached(projection))
     return FitResult(best_epoch=best["epoch"], best_valid_accuracy=best["valid_accuracy"], history=state["history"],
                      model_state=best["model"], quantizer_state=best["quantizer"], projection_state=projection_out)
