@@ -92,7 +92,7 @@ def test_fingerprint_follows_the_default_schedule_even_when_the_config_does_not_
     config, prepared = load_config(None), fake_prepared()
     before = run_fingerprint(config, "quads", prepared)
     ptq = run_fingerprint(config, "ptq", prepared)
-    monkeypatch.setattr(recipes, "continued_schedule", lambda epochs: [("quantize", epochs)])
+    monkeypatch.setattr(recipes, "pretrained_schedule", lambda epochs: [("distill", 1), ("quantize", epochs - 1)])
     assert run_fingerprint(config, "quads", prepared) != before  # a code change of the default retrains
     assert run_fingerprint(config, "ptq", prepared) == ptq  # post-training k-means trains no stages
 

@@ -2,7 +2,7 @@ import pytest
 
 from quads.config import load_config
 from quads.errors import ConfigError
-from quads.training.recipes import RECIPES, continued_schedule, paper_schedule, plan, schedule_for
+from quads.training.recipes import RECIPES, paper_schedule, plan, pretrained_schedule, schedule_for
 
 
 def test_paper_schedule_at_twenty_epochs_is_the_reference_pattern():
@@ -17,29 +17,18 @@ def test_scaled_schedule_keeps_the_budget_and_ends_on_quantize(epochs):
     assert all(n >= 1 for _, n in schedule)
 
 
-@pytest.mark.parametrize("epochs", range(1, 41))
-def test_continued_schedule_keeps_the_budget_and_never_opens_with_distillation(epochs):
-    schedule = continued_schedule(epochs)
-    assert sum(n for _, n in schedule) == epochs
-    assert schedule[0][0] == "quantize" and schedule[-1][0] == "quantize"
-    assert all(n >= 1 for _, n in schedule)
-
-
-def test_continued_schedule_is_the_paper_pattern_after_its_first_distil_stage():
-    assert continued_schedule(17) == [("quantize", 3), ("distill", 6), ("quantize", 8)]
-    assert continued_schedule(4) == [("quantize", 1), ("distill", 1), ("quantize", 2)]
-
-
 def test_default_schedule_depends_on_where_the_student_starts():
     pretrained = load_config(None, overrides=["quant.epochs=4"])
-    assert schedule_for(pretrained, bits=4) == continued_schedule(4)
-    assert schedule_for(pretrained, bits=2) == paper_schedule(4)  # 2-bit opens with a distil epoch
-    assert plan("quads", pretrained, bits=2).stages[0].name == "distill"
-    assert plan("quads", pretrained, bits=4).stages[0].name == "quantize"
+    assert schedule_for(pretrained) == pretrained_schedule(4) == [("quantize", 4)]
+    for bits in (4, 2):  # a distilled student goes straight to its codebooks, the teacher still teaching
+        stages = plan("quads", pretrained, bits=bits).stages
+        assert [stage.name for stage in stages] == ["quantize"] and stages[0].weights.uses_teacher
     scratch = load_config(None, overrides=["quant.init=scratch", "optim.epochs=20"])
     assert schedule_for(scratch) == paper_schedule(20)
     pinned = load_config(None, overrides=["quant.schedule=[[distill, 1], [quantize, 3]]"])
     assert schedule_for(pinned) == [("distill", 1), ("quantize", 3)]
+    with pytest.raises(ConfigError):
+        pretrained_schedule(0)
 
 
 def test_quads_quantize_stages_keep_the_teacher_teaching():

@@ -7,7 +7,7 @@
 | `ptq`        | the distilled student                | none: k-means codebooks fitted once, weights snapped    |
 | `qat`        | the CE-only student                  | the schedule without any teacher: CE, L_centroid + CE   |
 | `sequential` | the distilled student                | quantize stages with L_centroid + CE (teacher gone)     |
-| `quads`      | the distilled student                | alternating distil / quantize, teacher throughout       |
+| `quads`      | the distilled student                | quantize with L_dis + L_centroid + CE (teacher throughout) |
 
 The quantizing recipes train `quant.epochs` epochs on top of their starting student, with the same budget:
 QUADS and QAT follow the schedule, sequential spends all of them quantizing without the teacher. With
@@ -35,7 +35,7 @@ RECIPES = ("fp32", "distill", "ptq", "qat", "sequential", "quads")
 
 # The public reference's 20 epochs: distil 1-3, quantize 4-6, distil 7-12, quantize 13-20.
 PAPER_PATTERN = (("distill", 3), ("quantize", 3), ("distill", 6), ("quantize", 8))
-LOW_BITS = 2  # codebooks of this many bits or fewer: their own learning rate (quant.low_bit_lr) and schedule
+LOW_BITS = 2  # codebooks of this many bits or fewer train at their own learning rate (quant.low_bit_lr)
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,14 @@ def paper_schedule(total_epochs: int) -> list[tuple[str, int]]:
     return _scaled(PAPER_PATTERN, total_epochs)
 
 
-def continued_schedule(total_epochs: int) -> list[tuple[str, int]]:
-    """The rest of the paper's pattern after its first distil stage, scaled to `total_epochs`: quantize,
-    distil, quantize. A pretrained start is a distilled student, so it has already had that first stage;
-    opening with another distil epoch re-warms a converged student to the peak rate and undoes it."""
+def pretrained_schedule(total_epochs: int) -> list[tuple[str, int]]:
+    """What QUADS trains after a distilled student: one quantize stage of `total_epochs`, the teacher teaching
+    throughout (L_dis beside CE and the centroid term). The distilled student is the pattern's distil stage.
+    Alternating further (quantize, distil, quantize) re-warmed the converged student to the peak rate in its
+    distil epoch and lost to this at both widths (docs/METHOD.md, "Schedule")."""
     if total_epochs < 1:
         raise ConfigError("quant.epochs must be >= 1")
-    if total_epochs < 3:
-        return [("quantize", total_epochs)]
-    return _scaled(PAPER_PATTERN[1:], total_epochs)
+    return [("quantize", total_epochs)]
 
 
 def _scaled(pattern: tuple[tuple[str, int], ...], total_epochs: int) -> list[tuple[str, int]]:
@@ -88,21 +87,15 @@ def _scaled(pattern: tuple[tuple[str, int], ...], total_epochs: int) -> list[tup
     return [(phase, epochs) for (phase, _), epochs in zip(pattern, scaled, strict=True)]
 
 
-def schedule_for(config: RunConfig, bits: int | None = None) -> list[tuple[str, int]]:
-    """The configured schedule, else the paper's pattern over optim.epochs from scratch. From a pretrained
-    (distilled) student: codebooks wider than LOW_BITS continue the pattern after its first distil stage over
-    quant.epochs; LOW_BITS or fewer run the whole pattern over quant.epochs, opening with a distil epoch, because
-    a distil epoch at the peak low-bit rate right after a 2-bit snap collapses the student (docs/METHOD.md,
-    "Schedule")."""
-    bits = config.quant.bits if bits is None else bits
+def schedule_for(config: RunConfig) -> list[tuple[str, int]]:
+    """The configured schedule; else, from a pretrained (distilled) student, one quantize stage over
+    quant.epochs (`pretrained_schedule`); else the paper's pattern over optim.epochs from scratch."""
     if config.quant.schedule:
         stages = parse_schedule(config.quant.schedule)
     elif config.quant.init != "pretrained":
         stages = paper_schedule(config.optim.epochs)
-    elif bits <= LOW_BITS:
-        stages = paper_schedule(config.quant.epochs)
     else:
-        stages = continued_schedule(config.quant.epochs)
+        stages = pretrained_schedule(config.quant.epochs)
     if stages[-1][0] != "quantize":
         raise ConfigError("quant.schedule must end on a quantize stage, so the final weights are on the codebook")
     return stages
@@ -122,7 +115,7 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
         return RecipePlan(recipe, bits, (Stage("distill", epochs, distill),))
     if recipe == "ptq" or (recipe == "sequential" and bits > 8):
         return RecipePlan(recipe, bits, (), start_from="distill", post_training_only=bits <= 8)
-    schedule = schedule_for(config, bits)
+    schedule = schedule_for(config)
     if recipe == "sequential":
         weights = quantization_weights(config.distill, config.quant, with_teacher=False)
         if pretrained:  # the same epochs as QUADS after the same distilled student, all spent quantizing
