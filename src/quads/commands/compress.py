@@ -13,7 +13,6 @@ A run folder holds everything needed to export, evaluate or resume:
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import logging
@@ -143,22 +142,11 @@ def effective_config(config: RunConfig, recipe: str) -> RunConfig:
 
 def quantized_widths(config: RunConfig, num_labels: int) -> dict[str, int]:
     """The width each student tensor gets under `config.quant` (bits, per_layer, min_bits and exclude
-    resolved), read from the student's shapes alone: a meta-device model, no weights copied."""
-    spec = quantization_spec(config, config.quant.bits)
-    student = json.dumps([asdict(config.student), config.data.n_mels, num_labels], sort_keys=True)
-    return dict(_widths(student, json.dumps(asdict(spec), sort_keys=True)))
-
-
-@functools.lru_cache(maxsize=16)
-def _widths(student: str, spec: str) -> dict[str, int]:
-    from quads.config import StudentConfig
-
-    fields, n_mels, num_labels = json.loads(student)
-    config = RunConfig(student=StudentConfig(**fields))
-    config = replace(config, data=replace(config.data, n_mels=n_mels))
-    with torch.device("meta"), warnings.catch_warnings():
+    resolved), read from the student's shapes alone: a meta-device model (the pretrained weights it would copy
+    are cached by `quads.models.whisper`), built without touching the global random state."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # meta parameters ignore the weights they are given; small tensors say so
-        return select_quantized_tensors(make_student(config, num_labels), QuantizationSpec(**json.loads(spec)))
+        return select_quantized_tensors(make_student(config, num_labels), quantization_spec(config, config.quant.bits))
 
 
 def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
