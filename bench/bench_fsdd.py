@@ -14,6 +14,10 @@ QUADS and the sequential recipe (quantize with CE, teacher gone) both starting f
 synthetic test split (with 5 seeds the smallest two-sided Wilcoxon p is 0.0625; the t-test can reach 0.05):
 
     .venv/bin/python bench/bench_fsdd.py --out runs/paired-fsdd --paired 0 1 2 3 4
+
+`--equal-budget` adds, per seed, the control the comparison needs: a distilled student trained as many epochs as
+the distilled student plus its QUADS stage, in one schedule. A second call with the same OUT reuses every
+finished cell.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--paired", type=int, nargs="+", metavar="SEED",
                         help="QUADS and sequential at 4 and 2 bits per seed, paired: writes OUT/paired.md")
+    parser.add_argument("--equal-budget", action="store_true",
+                        help="also a distilled student per seed trained as many epochs as QUADS (the control)")
     args = parser.parse_args()
     if args.fsdd is None or not args.fsdd.is_dir():
         places = [str(args.fsdd)] if args.fsdd else [str(path) for path in looked]
@@ -58,6 +64,9 @@ def main() -> int:
                   for recipe in ("quads", "sequential")]
     else:
         cells = [Cell("distill", 32, config.seed), Cell("quads", 4, config.seed), Cell("quads", 2, config.seed)]
+    seeds = args.paired or [config.seed]
+    if args.equal_budget:
+        cells += [Cell("distill", 32, seed, equal_budget=True) for seed in seeds]
     rows = fsdd_rows(config, cells, args.out, args.fsdd, limit=args.fsdd_limit, augment=args.augment)
     print()
     print(fsdd_markdown(rows))
