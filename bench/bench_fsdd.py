@@ -41,10 +41,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fsdd"))
     parser.add_argument("--fsdd", type=Path, default=found, help="FSDD recordings folder")
-    parser.add_argument("--augment", choices=("room", "narrow", "light", "none"), default="room",
-                        help="synthetic digits with rooms, microphones, levels down to -30 dB and lead-ins up to "
-                             "1 s (default), narrow (the same at +-6 dB and 0.4 s: corpus v2), light (noise, gain, "
-                             "speed, silence only: v1) or clean TTS")
+    parser.add_argument("--augment", choices=("room", "light", "none"), default="room",
+                        help="synthetic digits with rooms and microphones (default), light (noise, gain, speed, "
+                             "silence only: corpora v1/v2) or clean TTS")
     parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
     parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -74,9 +74,8 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)
-    # v3: the default augmentation (levels down to -30 dB, lead-ins up to 1 s); v2 had +-6 dB and 0.4 s,
-    # v1 no rooms or microphones
-    corpus_dir = cache_root(config.data) / "corpora" / "orders-v3"
+    # v2: the default augmentation with rooms and microphones (v1 was synthesised before they existed)
+    corpus_dir = cache_root(config.data) / "corpora" / "orders-v2"
     table = corpus_dir.with_name(f"{corpus_dir.name}.tsv")
     write_order_phrases(table)
     print(synthesize_corpus(corpus_dir, table, speakers=args.speakers, seed=0, utterances_per_intent=2).summary())

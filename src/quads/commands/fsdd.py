@@ -30,7 +30,7 @@ from quads.training.teacher_cache import TeacherCache, teacher_frame_embeddings
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # The digit corpus's cache folder per augmentation level (v1 had no room or microphone; v2 has both).
-DIGIT_CORPORA = {"room": "digits-v3", "narrow": "digits-v2", "light": "digits-v1", "none": "digits-v1-clean"}
+DIGIT_CORPORA = {"room": "digits-v2", "light": "digits-v1", "none": "digits-v1-clean"}
 UTTERANCES_PER_DIGIT = 3  # per synthetic speaker: 48 x 10 x 3 = 1,440 utterances
 
 

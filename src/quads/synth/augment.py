@@ -11,7 +11,7 @@ the same whichever worker makes it, in whatever order, and a resumed run reprodu
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import soxr
@@ -33,13 +33,10 @@ class AugmentConfig:
 
     snr_db: tuple[float, float] = (10.0, 30.0)
     noise_colours: tuple[str, ...] = NOISE_COLOURS
-    # Real recordings peak anywhere from about -35 to 0 dBFS and Whisper's log-mels are not level-invariant; a
-    # student trained at +-6 dB lost 6 points at -30 dB. Up to 1 s of lead-in (a button press, a wake-word pause):
-    # trained on 0.05-0.4 s, it lost 5 points at 0.75 s and 9 at 1.5 s (bench/README, "Level and lead-in").
-    gain_db: tuple[float, float] = (-30.0, 6.0)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
     speed: tuple[float, float] = (0.9, 1.1)
-    lead_silence_s: tuple[float, float] = (0.05, 1.0)
-    trail_silence_s: tuple[float, float] = (0.05, 0.6)
+    lead_silence_s: tuple[float, float] = (0.05, 0.4)
+    trail_silence_s: tuple[float, float] = (0.05, 0.4)
     peak_limit: float = 0.99     # gain never pushes the peak above this (no clipping)
     # A synthetic room (exponentially decaying noise tail after the direct sound) on this share of utterances.
     reverb_probability: float = 0.5
@@ -75,11 +72,8 @@ class AugmentConfig:
                 if key not in unused}
 
 
-# The narrower level and silence ranges of the corpora made before the ones above (commands-v3, digits-v2, orders-v2).
-NARROW_ROOM_AUGMENT = AugmentConfig(gain_db=(-6.0, 6.0), lead_silence_s=(0.05, 0.4), trail_silence_s=(0.05, 0.4))
-LIGHT_AUGMENT = replace(NARROW_ROOM_AUGMENT, reverb_probability=0.0, band_probability=0.0)  # corpora v1/v2
-AUGMENT_LEVELS: dict[str, AugmentConfig | None] = {
-    "room": AugmentConfig(), "narrow": NARROW_ROOM_AUGMENT, "light": LIGHT_AUGMENT, "none": None}
+LIGHT_AUGMENT = AugmentConfig(reverb_probability=0.0, band_probability=0.0)  # no room, no microphone (corpora v1/v2)
+AUGMENT_LEVELS: dict[str, AugmentConfig | None] = {"room": AugmentConfig(), "light": LIGHT_AUGMENT, "none": None}
 
 
 def utterance_rng(seed: int, name: str) -> np.random.Generator:

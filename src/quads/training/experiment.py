@@ -26,7 +26,7 @@ from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teache
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS_NAME = "commands-v4"  # v4: levels down to -30 dB and lead-ins up to 1 s (v3: rooms, microphones)
+DEFAULT_CORPUS_NAME = "commands-v3"  # v3: rooms and microphones in the augmentation (v2: noise, gain, speed only)
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
