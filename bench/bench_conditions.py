@@ -21,20 +21,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import signal
 from tqdm import tqdm
 
-from quads.audio import load_audio
+from quads.audio import SAMPLE_RATE, load_audio
 from quads.commands.evaluate import load_evaluation_split
-from quads.runtime.model import load
-from quads.synth.augment import speech_power
+from quads.runtime.model import PackedModel, load
+from quads.synth.augment import band_pass, speech_power
 from quads.training.experiment import default_corpus_dir
 
-SAMPLE_RATE = 16000
 ROOM_NOISE_DB = 40.0  # a lead-in is not digital silence: room noise this far below the clip's speech power
 BATCH = 16
 
 Condition = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def noise_below_speech(audio: np.ndarray, db: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """White noise `db` below the clip's speech power (`quads.synth.augment.speech_power`)."""
+    return rng.normal(0.0, np.sqrt(speech_power(audio) / 10 ** (db / 10)), size)
 
 
 def quieter(db: float) -> Condition:
@@ -46,37 +49,27 @@ def lead_in(seconds: float) -> Condition:
     """`seconds` of room noise before the clip (and under it), ROOM_NOISE_DB below its speech power."""
     def delayed(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         padded = np.concatenate([np.zeros(int(seconds * SAMPLE_RATE)), audio])
-        return padded + rng.normal(0.0, np.sqrt(speech_power(audio) / 10 ** (ROOM_NOISE_DB / 10)), padded.size)
+        return padded + noise_below_speech(audio, ROOM_NOISE_DB, padded.size, rng)
     return delayed
 
 
-def phone_band(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    sections = signal.butter(4, [300.0, 3400.0], btype="bandpass", fs=SAMPLE_RATE, output="sos")
-    return signal.sosfilt(sections, audio)
-
-
 def white_noise(snr_db: float) -> Condition:
-    def noisy(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        scale = np.sqrt(speech_power(audio) / 10 ** (snr_db / 10))
-        return audio + rng.normal(0.0, scale, audio.size)
-    return noisy
+    return lambda audio, rng: audio + noise_below_speech(audio, snr_db, audio.size, rng)
 
 
 CONDITIONS: dict[str, Condition] = {
     "as recorded": lambda audio, rng: audio,
     "12 dB quieter": quieter(12), "20 dB quieter": quieter(20), "30 dB quieter": quieter(30),
     "0.75 s lead-in": lead_in(0.75), "1.5 s lead-in": lead_in(1.5),
-    "phone band (300-3400 Hz)": phone_band,
+    "phone band (300-3400 Hz)": lambda audio, rng: band_pass(audio, 300.0, 3400.0, SAMPLE_RATE),
     "white noise, 10 dB SNR": white_noise(10), "white noise, 5 dB SNR": white_noise(5),
 }
 
 
-def accuracy(model, clips: list[np.ndarray], truth: list[str], condition: Condition) -> float:
-    rng = np.random.default_rng(0)
-    transformed = [np.clip(condition(clip.astype(np.float64), rng), -1.0, 1.0).astype(np.float32) for clip in clips]
+def accuracy(model: PackedModel, clips: list[np.ndarray], truth: list[str]) -> float:
     predicted = []
-    for start in range(0, len(transformed), BATCH):
-        predicted += [p.label for p in model.predict_waveforms(transformed[start:start + BATCH], top_k=1)]
+    for start in range(0, len(clips), BATCH):
+        predicted += [p.label for p in model.predict_waveforms(clips[start:start + BATCH], top_k=1)]
     return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
 
 
@@ -89,20 +82,23 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     data = args.data or default_corpus_dir()
-    columns: dict[str, list[float]] = {}
-    for path in args.models:
-        model = load(path)
+    models = {str(path): load(path) for path in args.models}
+    for model in models.values():  # every file must know every label of the split (a clear error otherwise)
         utterances, _ = load_evaluation_split(data, args.split, model.labels)
-        clips = [load_audio(u.path, SAMPLE_RATE) for u in utterances]
-        truth = [u.label for u in utterances]
-        with torch.inference_mode():
-            columns[str(path)] = [100 * accuracy(model, clips, truth, condition)
-                                  for condition in tqdm(CONDITIONS.values(), desc=path.name, unit="condition")]
-    names = list(columns)
+    clips = [load_audio(u.path, SAMPLE_RATE) for u in utterances]  # read once, transformed once per condition
+    truth = [u.label for u in utterances]
+    columns: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for condition in tqdm(CONDITIONS.values(), desc="conditions", unit="condition"):
+            rng = np.random.default_rng(0)
+            transformed = [np.clip(condition(clip.astype(np.float64), rng), -1.0, 1.0).astype(np.float32)
+                           for clip in clips]
+            for name, model in models.items():
+                columns[name].append(100 * accuracy(model, transformed, truth))
     lines = [f"{data} ({args.split}, {len(truth)} clips): accuracy (%) per model file", "",
-             "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             "| condition | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for row, condition in enumerate(CONDITIONS):
-        lines.append(f"| {condition} | " + " | ".join(f"{columns[name][row]:.1f}" for name in names) + " |")
+        lines.append(f"| {condition} | " + " | ".join(f"{columns[name][row]:.1f}" for name in models) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:
