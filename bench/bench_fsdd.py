@@ -16,8 +16,8 @@ synthetic test split (with 5 seeds the smallest two-sided Wilcoxon p is 0.0625; 
     .venv/bin/python bench/bench_fsdd.py --out runs/paired-fsdd --paired 0 1 2 3 4
 
 `--equal-budget` adds, per seed, the control the comparison needs: a distilled student trained as many epochs as
-the distilled student plus its QUADS stage, in one schedule. A second call with the same OUT reuses every
-finished cell.
+the distilled student plus its QUADS stage, in one schedule; with `--paired`, `paired.md` then also holds QUADS −
+that control per seed. A second call with the same OUT reuses every finished cell.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
-from quads.commands.grid import Cell
+from quads.commands.grid import EQUAL_BUDGET_DISTILL, Cell
 from quads.commands.paired import paired_differences, paired_markdown
 from quads.config import load_config
 
@@ -71,8 +71,9 @@ def main() -> int:
     print()
     print(fsdd_markdown(rows))
     if args.paired:
-        report = "\n\n".join(paired_markdown(paired_differences(rows, key=key))
-                               for key in ("fsdd_accuracy", "accuracy"))
+        comparisons = [{}] + ([{"second": EQUAL_BUDGET_DISTILL, "against_bits": 32}] if args.equal_budget else [])
+        report = "\n\n".join(paired_markdown(paired_differences(rows, key=key, **against))
+                               for against in comparisons for key in ("fsdd_accuracy", "accuracy"))
         (args.out / "paired.md").write_text(report + "\n", encoding="utf-8")
         (args.out / "rows.json").write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
         print()

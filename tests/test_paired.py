@@ -54,3 +54,18 @@ def test_paired_fsdd_rows_pair_on_the_real_speech_metric_and_the_table_names_eac
     table = fsdd_markdown(rows)
     assert "| QUADS (seed 1) | 2 |" in table and "| teacher | 32 |" in table
     assert "(seed" not in fsdd_markdown(rows[:3])  # one seed: no seed labels
+
+
+def test_against_a_fixed_width_compares_every_width_with_the_float_control():
+    from quads.commands.grid import EQUAL_BUDGET_DISTILL
+
+    rows = rows_for({0: 0.85, 1: 0.80}, {}, 4) + rows_for({0: 0.70, 1: 0.72}, {}, 2)
+    rows += [{"method": EQUAL_BUDGET_DISTILL, "bits": 32, "seed": seed, "accuracy": accuracy}
+             for seed, accuracy in {0: 0.84, 1: 0.82}.items()]
+    four, two = paired_differences(rows, second=EQUAL_BUDGET_DISTILL, against_bits=32)
+    assert (four["bits"], four["second_bits"], two["bits"]) == (4, 32, 2)
+    assert four["differences"] == pytest.approx([0.01, -0.02]) and two["differences"] == pytest.approx([-0.14, -0.10])
+    assert paired_differences(rows, second=EQUAL_BUDGET_DISTILL) == []  # no control at 4 or 2 bits
+    assert paired_differences(rows, second=EQUAL_BUDGET_DISTILL, against_bits=16) == []
+    assert f"QUADS − {EQUAL_BUDGET_DISTILL} at 32 bits" in paired_markdown([four, two])
+    assert "at 32 bits" not in paired_markdown(paired_differences(rows_for({0: 0.8}, {0: 0.7}, 4)))

@@ -6,7 +6,8 @@ bits they coincide with the fp32 students, so they are not trained twice), and t
 fp32 and distilled students trained as many epochs as the quantizing recipes (`method` ending in "(equal
 budget)"). Each cell is a separate run folder; finished cells are skipped when the command is run again.
 `results.json` / `results.md` hold every seed's row; `results_mean_std.md` and `pareto.png` the mean ± std
-over seeds; `paired.md` / `paired.json` QUADS − sequential paired by seed with its p-values (`quads.commands.paired`).
+over seeds; `paired.md` / `paired.json` QUADS − sequential paired by seed with its p-values (`quads.commands.paired`),
+and QUADS − the equal-budget distilled student where that control ran.
 `--lambdas` runs the centroid-coefficient ablation instead (`quads.commands.lambda_sweep`).
 """
 
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
-from quads.commands.grid import Cell, run_grid
+from quads.commands.grid import EQUAL_BUDGET_DISTILL, Cell, run_grid
 from quads.commands.paired import paired_differences, paired_markdown
 from quads.commands.report import aggregate_seeds, pareto_png, results_markdown, write_results
 from quads.config import add_config_arguments, load_config
@@ -55,12 +56,14 @@ def run_ablation(out_dir: str | Path, seeds: list[int], config_path: str | Path 
     atomic_write_text(out_dir / "results_mean_std.md", table)
     atomic_write_bytes(out_dir / "pareto.png", pareto_png(aggregated, title))  # one point per method and width
     paired = paired_differences(rows)
-    write_json(out_dir / "paired.json", {"paired": paired})
-    atomic_write_text(out_dir / "paired.md", paired_markdown(paired) + "\n")
+    against_budget = paired_differences(rows, second=EQUAL_BUDGET_DISTILL, against_bits=32)
+    write_json(out_dir / "paired.json", {"paired": paired, "against_equal_budget": against_budget})
+    report = paired_markdown(paired) + (f"\n\n{paired_markdown(against_budget)}" if against_budget else "")
+    atomic_write_text(out_dir / "paired.md", report + "\n")
     print()
     print(table)
     print()
-    print(paired_markdown(paired))
+    print(report)
     print(f"ablation finished in {(time.perf_counter() - started) / 60:.1f} min; results in {out_dir}")
     return rows
 

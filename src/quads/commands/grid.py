@@ -34,6 +34,7 @@ METHOD_NAMES = {"fp32": "student fp32", "distill": "student + distill", "ptq": "
 
 
 EQUAL_BUDGET = " (equal budget)"
+EQUAL_BUDGET_DISTILL = METHOD_NAMES["distill"] + EQUAL_BUDGET  # the control QUADS is held against
 
 
 @dataclass(frozen=True)
