@@ -209,9 +209,10 @@ def test_ablation_skips_finished_cells(workspace, monkeypatch):
     assert (root / "ablate" / "results_mean_std.md").exists()
 
 
-def test_real_speech_rows_score_synthetic_trained_models_on_fsdd(workspace):
+def test_real_speech_rows_score_synthetic_trained_models_on_fsdd(workspace, monkeypatch):
     """The demo's FSDD part on a small scale: digits synthesised by 6 voices, 20 real recordings scored."""
-    from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
+    import quads.commands.fsdd
+    from quads.commands.fsdd import SCORES_FILE, find_fsdd, fsdd_markdown, fsdd_rows
     from quads.commands.grid import Cell
 
     recordings, looked = find_fsdd()
@@ -226,3 +227,17 @@ def test_real_speech_rows_score_synthetic_trained_models_on_fsdd(workspace):
         assert row["fsdd_utterances"] == 20 and 0.0 <= row["fsdd_accuracy"] <= 1.0
     assert rows[0]["fsdd_accuracy"] >= 0.3  # chance is 0.1: Whisper tiny.en hears real digits after 6 TTS voices
     assert "FSDD acc" in fsdd_markdown(rows)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("an unchanged model file was scored on FSDD again")
+
+    real_scoring = quads.commands.fsdd.evaluate_model_file
+    monkeypatch.setattr(quads.commands.fsdd, "evaluate_model_file", no_scoring)
+    again = fsdd_rows(load_config(None, overrides), [Cell("distill", 32, 0)], root / "fsdd", recordings, limit=20,
+                      speakers=6, progress=False)
+    assert [row["fsdd_accuracy"] for row in again] == [row["fsdd_accuracy"] for row in rows]
+    (root / "fsdd" / SCORES_FILE).write_text("{damaged", encoding="utf-8")  # only a cache: scored afresh
+    monkeypatch.setattr(quads.commands.fsdd, "evaluate_model_file", real_scoring)
+    rescored = fsdd_rows(load_config(None, overrides), [Cell("distill", 32, 0)], root / "fsdd", recordings, limit=20,
+                         speakers=6, progress=False)
+    assert rescored[1]["fsdd_accuracy"] == rows[1]["fsdd_accuracy"]

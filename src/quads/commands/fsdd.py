@@ -4,12 +4,14 @@ The Free Spoken Digit Dataset (3,000 recordings, 6 speakers, 8 kHz) is reference
 have beside the repository (`../shared/data/fsdd/recordings`, or `$QUADS_SHARED_DATA/fsdd/recordings`). When
 it is there, `quads demo` (and `bench/bench_fsdd.py`) synthesise the ten digits with the built-in voices,
 train the teacher head and the students on that synthetic corpus only, and score each packed model file on
-the real recordings. No model ever hears FSDD in training.
+the real recordings. No model ever hears FSDD in training. Each file's scores are kept in `OUT/fsdd-scores.json`
+under the hashes of the file and of the recordings list, so a rerun scores only new or changed files.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +23,11 @@ from quads.commands.grid import Cell, run_grid
 from quads.config import RunConfig
 from quads.data import load_manifest
 from quads.errors import ConfigError
+from quads.features import file_sha256
 from quads.synth import synthesize_corpus
 from quads.synth.augment import AUGMENT_LEVELS
 from quads.training.batches import ExampleSet
+from quads.training.experiment import write_json
 from quads.training.inference import predict_logits
 from quads.training.pretune import needs_frames
 from quads.training.teacher_cache import TeacherCache, teacher_frame_embeddings
@@ -32,6 +36,7 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 # The digit corpus's cache folder per augmentation level (v1 had no room or microphone; v2 has both).
 DIGIT_CORPORA = {"room": "digits-v2", "light": "digits-v1", "none": "digits-v1-clean"}
 UTTERANCES_PER_DIGIT = 3  # per synthetic speaker: 48 x 10 x 3 = 1,440 utterances
+SCORES_FILE = "fsdd-scores.json"  # "model sha256:recordings-list sha256" -> [FSDD accuracy, FSDD macro-F1]
 
 
 def fsdd_candidates() -> list[Path]:
@@ -109,13 +114,32 @@ def fsdd_rows(config: RunConfig, cells: list[Cell], out_dir: str | Path, recordi
     labels = [prepared.corpus.label_map.encode(u.label) for u in fsdd]
     predicted = predict_logits(prepared.teacher.head, ExampleSet(frames, labels, time_dim=0)).argmax(-1).tolist()
     rows[0]["fsdd_accuracy"], rows[0]["fsdd_f1"], *_ = score_predictions(labels, predicted, prepared.teacher.labels)
+    scores_file = out_dir / SCORES_FILE
+    scores = _read_scores(scores_file)
+    manifest_hash = file_sha256(manifest)
     for row in rows[1:]:
-        evaluation = evaluate_model_file(row["model_file"], manifest, "test", latency_samples=0, progress=False,
-                                         cache_dir=cache_root(config.data) / "features")
-        row["fsdd_accuracy"], row["fsdd_f1"] = evaluation.accuracy, evaluation.f1
+        key = f"{file_sha256(Path(row['model_file']))}:{manifest_hash}"
+        if key not in scores:
+            evaluation = evaluate_model_file(row["model_file"], manifest, "test", latency_samples=0, progress=False,
+                                             cache_dir=cache_root(config.data) / "features")
+            scores[key] = [evaluation.accuracy, evaluation.f1]
+            write_json(scores_file, scores)
+        row["fsdd_accuracy"], row["fsdd_f1"] = scores[key]
     for row in rows:
         row["fsdd_utterances"] = len(fsdd)
     return rows
+
+
+def _read_scores(path: Path) -> dict[str, list[float]]:
+    """The kept FSDD scores; a missing or damaged file (it is only a cache) is an empty one."""
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(scores, dict):
+        return {}
+    return {key: value for key, value in scores.items()
+            if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value)}
 
 
 def fsdd_markdown(rows: list[dict[str, Any]]) -> str:
