@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from quads.config import RunConfig, load_config, parse_schedule, save_config
@@ -90,3 +92,12 @@ def test_set_below_a_plain_setting_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"'distill\.alpha\.x' does not exist"):
         load_config(None, ["distill.alpha.x=1"])
     assert load_config(None, ["quant.per_layer.conv1=8"]).quant.per_layer["conv1"] == 8  # a mapping takes any key
+
+
+def test_a_home_relative_data_path_is_the_same_config_as_its_expansion():
+    home = Path.home()
+    tilde = load_config(None, ["data.path=~/corpora/digits", "data.cache_dir=~/cache"])
+    expanded = load_config(None, [f"data.path={home / 'corpora/digits'}", f"data.cache_dir={home / 'cache'}"])
+    assert tilde.data.path == str(home / "corpora" / "digits") and tilde.data.cache_dir == str(home / "cache")
+    assert tilde.fingerprint() == expanded.fingerprint()  # a finished run is reused whichever way it is spelled
+    assert load_config(None).data.path == ""  # empty still means the built-in corpus

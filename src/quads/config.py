@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -223,6 +224,9 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from nested dicts, rejecting unknown keys and wrong types."""
     config = _from_dict(RunConfig, values or {}, "")
     validate(config)
+    # `~/corpus` and its expansion name one folder; spelled one way, so run fingerprints and config.yaml agree
+    for key in ("path", "cache_dir"):
+        setattr(config.data, key, os.path.expanduser(getattr(config.data, key)))
     return config
 
 
