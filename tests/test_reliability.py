@@ -4,6 +4,7 @@ traceback or a silently wrong result. Each test is one row of the issue's table.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -102,7 +103,8 @@ def test_a_config_file_with_a_yaml_error_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("raw", ["0123", "yes", "1e3", "null", "~"])
 def test_string_settings_from_set_are_never_coerced(raw):
-    assert load_config(None, [f"data.path={raw}"]).data.path == raw
+    # "~" stays a path (the home folder, expanded as a shell would), never YAML's null
+    assert load_config(None, [f"data.path={raw}"]).data.path == os.path.expanduser(raw)
 
 
 def test_a_string_setting_that_yaml_read_as_a_number_is_refused_with_a_hint(tmp_path):
