@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,4 @@ def test_a_home_relative_data_path_is_the_same_config_as_its_expansion():
     assert tilde.data.path == str(home / "corpora" / "digits") and tilde.data.cache_dir == str(home / "cache")
     assert tilde.fingerprint() == expanded.fingerprint()  # a finished run is reused whichever way it is spelled
     assert load_config(None).data.path == ""  # empty still means the built-in corpus
+    assert replace(expanded.data, path="~/corpora/digits").path == expanded.data.path  # not only through YAML

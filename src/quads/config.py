@@ -37,6 +37,12 @@ class DataConfig:
     skip_missing_audio: bool = False
     loader_workers: int = 0  # DataLoader processes reading batches ahead from the shards (0: read in the loop)
 
+    def __post_init__(self) -> None:
+        # `~/corpus` and its expansion name one folder: spelled one way however the config is built (YAML, --set,
+        # dataclasses.replace, the Python API), so run fingerprints and config.yaml agree
+        self.path = os.path.expanduser(self.path)
+        self.cache_dir = os.path.expanduser(self.cache_dir)
+
 
 @dataclass
 class TeacherConfig:
@@ -224,9 +230,6 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from nested dicts, rejecting unknown keys and wrong types."""
     config = _from_dict(RunConfig, values or {}, "")
     validate(config)
-    # `~/corpus` and its expansion name one folder; spelled one way, so run fingerprints and config.yaml agree
-    for key in ("path", "cache_dir"):
-        setattr(config.data, key, os.path.expanduser(getattr(config.data, key)))
     return config
 
 
