@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
+import importlib.util
 import os
+import re
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +141,37 @@ def test_built_in_test_split_says_only_wordings_that_train_and_valid_never_say()
         spoken = {split: {p.transcription for p in phrases} & said[split] for split in SPLITS}
         assert len(spoken["test"]) == 2 and len(spoken["valid"] - spoken["train"]) == 1, intent
     # A table with few wordings per intent (e.g. digits) keeps every wording in every split.
-    few = plan_phrase_corpus(table.__class__(table.phrases[:3], table.schema, table.columns), splits, 0, 2,
+    unpinned = tuple(replace(p, slots={k: v for k, v in p.slots.items() if k != "split"}) for p in table.phrases[:3])
+    few = plan_phrase_corpus(table.__class__(unpinned, table.schema, table.columns), splits, 0, 2,
                              held_out_phrasings=True)
     assert {item.phrase.transcription for item in few if item.split == "test"} == {p.transcription
                                                                                    for p in table.phrases[:3]}
+
+
+def test_built_in_table_pins_its_held_out_wordings_and_trains_on_many_more():
+    grouped = builtin_phrase_table().by_intent()
+    for intent, phrases in grouped.items():
+        splits = collections.Counter(p.slots["split"] for p in phrases)
+        assert splits["test"] == 2 and splits["valid"] == 1 and splits["train"] >= 40, (intent, splits)
+    words = collections.Counter(" ".join(re.sub(r"[^a-z' ]", " ", p.transcription.lower()).split())
+                                for phrases in grouped.values() for p in phrases)
+    assert max(words.values()) == 1, words.most_common(3)
+
+
+def test_growing_the_table_keeps_every_row_and_never_trains_a_held_out_wording_with_please_added():
+    spec = importlib.util.spec_from_file_location("grow", Path(__file__).parents[1] / "scripts" /
+                                                  "grow_command_phrases.py")
+    grow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grow)
+    rows = [{"transcription": text, "action": "increase", "object": "volume", "location": "none", "split": split}
+            for text, split in (("Turn it up", "test"), ("Louder", "valid"), ("Volume up", "train"))]
+    grown = grow.grow(rows, per_intent=20, seed=0)
+    assert grown[:3] == rows and len(grown) == 20
+    added = [row["transcription"] for row in grown[3:]]
+    assert all(row["split"] == "train" for row in grown[3:])
+    assert grow.core("Could you turn it up please") == grow.core("Hey, turn it up") == "turn it up"
+    assert not {grow.core(text) for text in added} & {"turn it up", "louder", "volume up"}
+    assert grow.grow(rows, per_intent=20, seed=0) == grown
 
 
 def test_speakers_are_the_same_for_the_same_seed_and_differ_for_another():

@@ -178,6 +178,8 @@ def plan_phrase_corpus(table: PhraseTable, speakers: dict[str, list[Speaker]], s
     for split in SPLITS:
         orders = {intent: phrasings[split] for intent, phrasings in per_split.items()}
         offset = rng.randrange(1 << 16)
+        if split != "train" and any(set(p[split]) - set(p["train"]) for p in per_split.values()):
+            offset = 0  # its own wordings come first: start there, so they are spoken however long the list
         for position, speaker in enumerate(speakers[split]):
             said = [order[(offset + position * utterances_per_intent + repeat) % len(order)]
                     for order in orders.values() for repeat in range(utterances_per_intent)]
