@@ -26,7 +26,7 @@ from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teache
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS_NAME = "commands-v3"  # v3: rooms and microphones in the augmentation (v2: noise, gain, speed only)
+DEFAULT_CORPUS_NAME = "commands-v5"  # v5: 48 wordings per intent (v3: 24), held-out ones pinned; rooms and microphones
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
