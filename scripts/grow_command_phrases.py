@@ -2,14 +2,14 @@
 
     .venv/bin/python scripts/grow_command_phrases.py [--per-intent 48] [--seed 0]
 
-Rewrites `src/quads/resources/command_phrases.tsv` in place. Every row already in the table is kept. The
-`split` column pins each intent's test and valid wordings, so growing the table never moves a held-out wording
-into training. New rows are drawn from a small grammar per intent family: verbs and synonyms, both particle
-orders ("turn the heat up" / "turn up the heat"), slot placements ("the kitchen lights" / "the lights in the
-kitchen"), "it"/"that" forms and polite wrappers. They are train-only. A generated wording is refused when
-its core (the wording without "please", "can you", "hey" and the like) is the core of a held-out wording. That
-way the test still measures wordings the model never heard, not the same wording with "please" added.
-Deterministic for a given seed.
+Rewrites `src/quads/resources/command_phrases.tsv` in place. The `split` column pins each intent's test and
+valid wordings, so growing the table never moves a held-out wording into training. New rows are drawn from a
+small grammar per intent family: verbs and synonyms, both particle orders ("turn the heat up" / "turn up the
+heat"), slot placements ("the kitchen lights" / "the lights in the kitchen"), "it"/"that" forms and polite
+wrappers. They are train-only. A train wording, already in the table or generated, is dropped when its core
+(the wording without "please", "can you", "hey" and the like) is the core of a held-out wording. That way the
+test measures wordings the model never heard, not the same wording with "please" added. Every other row is
+kept. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -184,7 +184,9 @@ def language_wordings(language: str) -> list[str]:
                          "go to the language menu", "change what language you speak", "set the language")
         out += bare("language", "language settings", "a different language", "another language")
         out += ["I want to change the language", "I'd like a different language", "I need another language",
-                "this isn't my language", "let's use another language"]
+                "this isn't my language", "let's use another language", "I'd like to switch languages",
+                "can we change the language", "let's change the language", "the language is wrong",
+                "I want a different language", "let's try another language"]
         return out
     out = imperative(f"set the language to {language}", f"change the language to {language}",
                      f"switch the language to {language}", f"switch to {language}", f"change to {language}",
@@ -199,7 +201,9 @@ def language_wordings(language: str) -> list[str]:
     out += [f"I want {language}", f"I'd like {language}", f"I prefer {language}", f"I speak {language}",
             f"let's speak {language}", f"can we speak {language}", f"I want to use {language}",
             f"my language is {language}", f"I'd like to use {language}", f"let's switch to {language}",
-            f"I only understand {language}", f"{language} is my language"]
+            f"I only understand {language}", f"{language} is my language", f"I'd like to speak {language}",
+            f"can we use {language}", f"let's use {language}", f"{language} from now on",
+            f"switch everything to {language}"]
     return out
 
 
@@ -249,8 +253,16 @@ def sentence(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
+def drop_wrapped_held_out(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows less the train ones whose core is a held-out wording's ("Please X" where "X" is held out)."""
+    held_out = {core(r["transcription"]) for r in rows if r.get("split") in HELD_OUT}
+    return [r for r in rows if r.get("split") in HELD_OUT or core(r["transcription"]) not in held_out]
+
+
 def grow(rows: list[dict[str, str]], per_intent: int, seed: int) -> list[dict[str, str]]:
-    """The table's rows plus generated train rows, up to `per_intent` wordings per intent."""
+    """The table's rows, less train rows that only wrap a held-out wording, plus generated train rows up to
+    `per_intent` wordings per intent."""
+    rows = drop_wrapped_held_out(rows)
     intents = list(dict.fromkeys((r["action"], r["object"], r["location"]) for r in rows))
     taken = {core(r["transcription"]) for r in rows}
     held_out = {core(r["transcription"]) for r in rows if r.get("split") in HELD_OUT}
@@ -299,9 +311,11 @@ def main() -> None:
     args = parser.parse_args()
     rows = read_rows(args.table)
     grown = grow(rows, args.per_intent, args.seed)
+    dropped = len(rows) - len(drop_wrapped_held_out(rows))
     write_rows(args.table, grown)
     counts = set(collections.Counter((r["action"], r["object"], r["location"]) for r in grown).values())
-    print(f"{args.table}: {len(rows)} -> {len(grown)} rows; wordings per intent: {sorted(counts)}")
+    print(f"{args.table}: {len(rows)} -> {len(grown)} rows ({dropped} train rows dropped: a held-out wording wrapped); "
+          f"wordings per intent: {sorted(counts)}")
 
 
 if __name__ == "__main__":

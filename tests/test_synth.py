@@ -148,30 +148,42 @@ def test_built_in_test_split_says_only_wordings_that_train_and_valid_never_say()
                                                                                    for p in table.phrases[:3]}
 
 
-def test_built_in_table_pins_its_held_out_wordings_and_trains_on_many_more():
+def load_grower():
+    spec = importlib.util.spec_from_file_location("grow", Path(__file__).parents[1] / "scripts" /
+                                                  "grow_command_phrases.py")
+    grow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grow)
+    return grow
+
+
+def test_built_in_table_pins_its_held_out_wordings_and_trains_on_none_of_them_wrapped():
     grouped = builtin_phrase_table().by_intent()
+    core = load_grower().core
     for intent, phrases in grouped.items():
         splits = collections.Counter(p.slots["split"] for p in phrases)
         assert splits["test"] == 2 and splits["valid"] == 1 and splits["train"] >= 40, (intent, splits)
+        held_out = {core(p.transcription) for p in phrases if p.slots["split"] != "train"}
+        wrapped = [p.transcription for p in phrases
+                   if p.slots["split"] == "train" and core(p.transcription) in held_out]
+        assert not wrapped, (intent, wrapped)
     words = collections.Counter(" ".join(re.sub(r"[^a-z' ]", " ", p.transcription.lower()).split())
                                 for phrases in grouped.values() for p in phrases)
     assert max(words.values()) == 1, words.most_common(3)
 
 
-def test_growing_the_table_keeps_every_row_and_never_trains_a_held_out_wording_with_please_added():
-    spec = importlib.util.spec_from_file_location("grow", Path(__file__).parents[1] / "scripts" /
-                                                  "grow_command_phrases.py")
-    grow = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grow)
+def test_growing_the_table_keeps_held_out_rows_and_drops_train_rows_that_only_wrap_one():
+    grow = load_grower()
     rows = [{"transcription": text, "action": "increase", "object": "volume", "location": "none", "split": split}
-            for text, split in (("Turn it up", "test"), ("Louder", "valid"), ("Volume up", "train"))]
+            for text, split in (("Turn it up", "test"), ("Louder", "valid"), ("Volume up", "train"),
+                                ("Could you turn it up please", "train"))]
     grown = grow.grow(rows, per_intent=20, seed=0)
-    assert grown[:3] == rows and len(grown) == 20
+    assert grown[:3] == rows[:3] and len(grown) == 20
     added = [row["transcription"] for row in grown[3:]]
     assert all(row["split"] == "train" for row in grown[3:])
     assert grow.core("Could you turn it up please") == grow.core("Hey, turn it up") == "turn it up"
     assert not {grow.core(text) for text in added} & {"turn it up", "louder", "volume up"}
     assert grow.grow(rows, per_intent=20, seed=0) == grown
+    assert grow.grow(grown, per_intent=20, seed=0) == grown
 
 
 def test_speakers_are_the_same_for_the_same_seed_and_differ_for_another():

@@ -26,7 +26,7 @@ from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teache
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS_NAME = "commands-v5"  # v5: 48 wordings per intent (v3: 24), held-out ones pinned; rooms and microphones
+DEFAULT_CORPUS_NAME = "commands-v6"  # v6: 48 wordings per intent (v3: 24), none a held-out one wrapped in "please"
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
