@@ -101,6 +101,14 @@ def test_phrase_table_with_a_short_row_is_reported_with_file_and_line(tmp_path):
         load_phrase_table(path)
 
 
+def test_phrase_table_with_a_misspelt_split_is_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("transcription\tintent\tsplit\nLights on\tlights_on\ttest\nLights off\tlights_off\ttset\n",
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:3: split 'tset' is not one of train, valid, test"):
+        load_phrase_table(path)
+
+
 def test_phrase_table_without_intent_or_slot_columns_is_reported_at_line_one(tmp_path):
     path = tmp_path / "bad.tsv"
     path.write_text("transcription\taction\nLights on\tactivate\n", encoding="utf-8")

@@ -3,6 +3,8 @@
 A phrase table is a TSV with a header, in one of two schemas:
   - FSC: `transcription  action  object  location`; the intent is `action_object_location`, as in FSC.
   - intent: `transcription  intent` plus optional slot columns (kept in the table, not used for the label).
+An optional `split` column (train, valid or test) pins a phrasing to a split: test and valid phrasings are
+spoken only by their split's voices (`quads.synth.corpus.split_phrasings`), so test measures unseen wordings.
 The built-in table (`resources/command_phrases.tsv`) is our own set of home-assistant commands in FSC's
 31-intent label schema, several phrasings per intent, so a model must listen to the content words.
 """
@@ -20,6 +22,7 @@ from quads.errors import DataError
 FSC_SCHEMA = "fsc"
 INTENT_SCHEMA = "intent"
 BUILTIN_TABLE = "command_phrases.tsv"
+PINNED_SPLITS = ("train", "valid", "test")  # the values of a table's optional `split` column
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ def parse_phrase_table(text: str, source: str = "<text>") -> PhraseTable:
         empty = [name for name in columns if not row[name]]
         if empty:
             raise DataError(f"{source}:{line_number}: empty value in column {empty[0]!r}")
+        if row.get("split", "train") not in PINNED_SPLITS:
+            raise DataError(f"{source}:{line_number}: split {row['split']!r} is not one of "
+                            f"{', '.join(PINNED_SPLITS)}")
         transcription = row.pop("transcription")
         if schema == FSC_SCHEMA:
             intent = fsc_intent(row["action"], row["object"], row["location"])
