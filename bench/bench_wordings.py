@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from quads.data.fsc import load_fsc
+from quads.errors import DataError
 from quads.runtime.model import load
 from quads.training.experiment import default_corpus_dir
 
@@ -30,21 +31,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    table = args.corpus / "data" / f"{args.split}_data.csv"
-    if not table.is_file():
-        print(f"no split file {table}; synthesise the corpus first (quads demo or quads synth)", file=sys.stderr)
+    try:
+        utterances = load_fsc(args.corpus).splits[args.split]
+    except DataError as error:
+        print(f"{error}; synthesise the corpus first (quads demo or quads synth)", file=sys.stderr)
         return 1
-    with table.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    truth = ["_".join((row["action"], row["object"], row["location"])) for row in rows]
-    keys = [(label, row["transcription"]) for label, row in zip(truth, rows, strict=True)]
+    keys = [(utterance.label, utterance.transcription) for utterance in utterances]
     correct = {key: [0] * len(args.models) for key in keys}
     confusions: collections.Counter[tuple[str, str]] = collections.Counter()
     for column, path in enumerate(args.models):
         model = load(path)
-        for start in tqdm(range(0, len(rows), args.batch), desc=path.name, unit="batch"):
-            chunk = rows[start:start + args.batch]
-            predicted = model.predict_files([args.corpus / row["path"] for row in chunk])
+        for start in tqdm(range(0, len(utterances), args.batch), desc=path.name, unit="batch"):
+            chunk = utterances[start:start + args.batch]
+            predicted = model.predict_files([utterance.path for utterance in chunk])
             for offset, prediction in enumerate(predicted):
                 key = keys[start + offset]
                 correct[key][column] += prediction.label == key[0]

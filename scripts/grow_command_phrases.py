@@ -264,13 +264,12 @@ def grow(rows: list[dict[str, str]], per_intent: int, seed: int) -> list[dict[st
     `per_intent` wordings per intent."""
     rows = drop_wrapped_held_out(rows)
     intents = list(dict.fromkeys((r["action"], r["object"], r["location"]) for r in rows))
-    taken = {core(r["transcription"]) for r in rows}
-    held_out = {core(r["transcription"]) for r in rows if r.get("split") in HELD_OUT}
+    taken = {core(r["transcription"]) for r in rows}  # the held-out cores too: no generated row may say one
     out = list(rows)
     for intent in intents:
         have = sum(1 for r in rows if (r["action"], r["object"], r["location"]) == intent)
         pool = sorted({sentence(text) for text in candidates(*intent)})
-        pool = [text for text in pool if core(text) not in taken and core(text) not in held_out]
+        pool = [text for text in pool if core(text) not in taken]
         rng = random.Random(f"quads-grow-{seed}-{'_'.join(intent)}")
         chosen = []
         for text in rng.sample(pool, len(pool)):
