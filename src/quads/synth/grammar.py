@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from quads.data.corpus import SPLITS
 from quads.data.fsc import SLOT_COLUMNS
 from quads.errors import DataError
 
 FSC_SCHEMA = "fsc"
 INTENT_SCHEMA = "intent"
 BUILTIN_TABLE = "command_phrases.tsv"
-PINNED_SPLITS = ("train", "valid", "test")  # the values of a table's optional `split` column
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,8 @@ def parse_phrase_table(text: str, source: str = "<text>") -> PhraseTable:
         empty = [name for name in columns if not row[name]]
         if empty:
             raise DataError(f"{source}:{line_number}: empty value in column {empty[0]!r}")
-        if row.get("split", "train") not in PINNED_SPLITS:
-            raise DataError(f"{source}:{line_number}: split {row['split']!r} is not one of "
-                            f"{', '.join(PINNED_SPLITS)}")
+        if row.get("split", "train") not in SPLITS:
+            raise DataError(f"{source}:{line_number}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
         transcription = row.pop("transcription")
         if schema == FSC_SCHEMA:
             intent = fsc_intent(row["action"], row["object"], row["location"])
