@@ -132,7 +132,7 @@ def train(out: Path, size: int, steps: int, path: str, workers: int) -> dict:
         stamps.append(time.perf_counter())
 
     train_module.global_batches, train_module.batch_loader = first_batches, timed_loader
-    classifier = make_student(config, 31)
+    classifier = make_student(config, [f"intent{i}" for i in range(31)])  # a flat label set: one slot
     stage = Stage("distill", 1, distillation_weights(DistillConfig(alpha=0.5, target="frames")))
     fit(classifier, train_set, valid_set, [stage], config.optim, out / "runs" / f"{path}-{size}", seed=0,
         teacher=targets, progress=False, loader_workers=workers, distributed=False)

@@ -20,6 +20,7 @@ from quads.compression.quantize import post_training_quantize
 from quads.compression.spec import QuantizationSpec
 from quads.errors import ConfigError
 from quads.models import IntentClassifier, build_student
+from quads.models.slots import slot_layout
 from quads.runtime import onnx_codebook
 from quads.runtime.model import PackedModel, load
 from quads.runtime.onnx_export import export_onnx, onnx_session, verify_onnx
@@ -27,7 +28,11 @@ from quads.runtime.onnx_export import export_onnx, onnx_session, verify_onnx
 STUDENTS = {
     "conv": dict(encoder="conv-50k", n_mels=80, head="mlp"),
     "transformer": dict(encoder="transformer-250k", n_mels=80, d_model=32, n_layers=2, ffn_dim=64),
+    "slots": dict(encoder="conv-50k", n_mels=80, head="slots",
+                  slots=slot_layout(["on_lamp", "on_light", "off_lamp", "off_light", "up_heat", "down_heat", "up_tv"])),
 }
+OTHER_WIDTHS = {"conv": {"head.3.weight": 3}, "transformer": {"head.weight": 16},
+                "slots": {"head.classifiers.0.2.weight": 3}}
 
 
 def student(name: str) -> IntentClassifier:
@@ -99,8 +104,7 @@ def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None 
 @pytest.mark.parametrize("name", list(STUDENTS))
 @pytest.mark.parametrize("bits", [2, 4])
 def test_codebook_onnx_equals_the_packed_model_and_holds_no_float_copy_of_its_weights(tmp_path, name, bits):
-    per_layer = {"head.weight": 16} if name == "transformer" else {"head.3.weight": 3}  # other widths too
-    model = packed_student(tmp_path, name, bits, per_layer)
+    model = packed_student(tmp_path, name, bits, OTHER_WIDTHS[name])  # other widths too
     quantized = read_packed(tmp_path / f"{name}{bits}.quads").quantized
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every quantized tensor keeps its codebook form

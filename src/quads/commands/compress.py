@@ -87,13 +87,16 @@ def quantization_spec(config: RunConfig, bits: int) -> QuantizationSpec:
                             exclude=list(config.quant.exclude), iterations=config.quant.kmeans_iterations)
 
 
-def make_student(config: RunConfig, num_labels: int) -> torch.nn.Module:
-    """The student classifier of the config, freshly initialised from the config's seed."""
+def make_student(config: RunConfig, labels: list[str]) -> torch.nn.Module:
+    """The student classifier of the config for these intent labels, freshly initialised from the config's seed."""
     from quads.models import build_student
+    from quads.models.slots import slot_layout
 
     torch.manual_seed(config.seed)
-    return build_student(config.student.encoder, num_labels=num_labels, n_mels=config.data.n_mels,
-                         head=config.student.head, pooling=config.student.pooling, **config.student.overrides)
+    slots = slot_layout(labels) if config.student.head == "slots" else None
+    return build_student(config.student.encoder, num_labels=len(labels), n_mels=config.data.n_mels,
+                         head=config.student.head, pooling=config.student.pooling, slots=slots,
+                         **config.student.overrides)
 
 
 def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None = None, progress: bool = True,
@@ -140,13 +143,13 @@ def effective_config(config: RunConfig, recipe: str) -> RunConfig:
     return config
 
 
-def quantized_widths(config: RunConfig, num_labels: int) -> dict[str, int]:
+def quantized_widths(config: RunConfig, labels: list[str]) -> dict[str, int]:
     """The width each student tensor gets under `config.quant` (bits, per_layer, min_bits and exclude
     resolved), read from the student's shapes alone: a meta-device model (the pretrained weights it would copy
     are cached by `quads.models.whisper`), built without touching the global random state."""
     with torch.device("meta"), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # meta parameters ignore the weights they are given; small tensors say so
-        return select_quantized_tensors(make_student(config, num_labels), quantization_spec(config, config.quant.bits))
+        return select_quantized_tensors(make_student(config, labels), quantization_spec(config, config.quant.bits))
 
 
 def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
@@ -168,7 +171,7 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""
     widths = ""
     if quantizes:
-        resolved = quantized_widths(config, len(prepared.corpus.label_map.labels))
+        resolved = quantized_widths(config, list(prepared.corpus.label_map.labels))
         widths = "/" + hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
     return (f"{config.fingerprint(ignore=ignore)}/{recipe}/{config.quant.bits}/"
             f"{corpus_fingerprint(prepared.corpus)}/{teacher}{schedule}{widths}")
@@ -228,7 +231,7 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
     labels = list(prepared.corpus.label_map.labels)
     spec = quantization_spec(config, bits)
 
-    classifier = make_student(config, len(labels))
+    classifier = make_student(config, labels)
     projection_state = None
     if recipe_plan.start_from is not None:
         init = Path(init_dir) if init_dir else out_dir / recipe_plan.start_from
@@ -328,9 +331,14 @@ def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:
 
 def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module) -> bool:
     """Copy the pre-tuned teacher head's attention pooling and classifier into the student where every shape
-    matches (attnpool teacher, attention-pooled student with a "norm" head of the same width); True if copied."""
-    pairs = [(getattr(classifier, "pooling", None), getattr(teacher_head, "pool", None)),
-             (getattr(classifier, "head", None), getattr(teacher_head, "classifier", None))]
+    matches (attnpool teacher, attention-pooled student with a "norm" head of the same width; or slot heads of
+    the same layout and width); True if copied."""
+    pairs = [(getattr(classifier, "head", None), getattr(teacher_head, "slots", None))]
+    if pairs[0][1] is not None and getattr(pairs[0][0], "layout", None) != pairs[0][1].layout:
+        return False
+    if pairs[0][1] is None:
+        pairs = [(getattr(classifier, "pooling", None), getattr(teacher_head, "pool", None)),
+                 (getattr(classifier, "head", None), getattr(teacher_head, "classifier", None))]
     for student_part, teacher_part in pairs:
         if student_part is None or teacher_part is None:
             return False

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from quads.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE, SUPPORTED_N_MELS
 from quads.compression.packed import ModelFileError
-from quads.errors import QuadsError
+from quads.errors import ConfigError, QuadsError
+from quads.models.slots import check_layout
 
 MAX_PARAMETERS = 15_000_000  # about 2x whisper-tiny-like (7.6M), the largest preset: at most 60 MB of float32
 MAX_LABELS = 10_000
@@ -41,7 +42,7 @@ MAX_STRIDE = 8
 MAX_HEADER_SLACK = 16 * 2**20  # a file may exceed its weights by the header (labels, metrics) and at most this
 FRONTEND = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH}  # what quads writes
 STUDENT_ENCODERS = ("conv", "transformer", "whisper")
-HEAD_KINDS = ("linear", "mlp", "norm")
+HEAD_KINDS = ("linear", "mlp", "norm", "slots")
 POOLINGS = ("mean", "attention")
 WHISPER_ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "quick_gelu", "relu", "silu")
 MAX_POSITIONS = 1_500  # Whisper's 30 s
@@ -176,7 +177,7 @@ def check_architecture(path: Path, architecture: Any) -> dict[str, Any]:
     _integer(path, "architecture.num_labels", architecture["num_labels"], 2, MAX_LABELS)
     head = architecture.get("head")
     if head is not None:
-        head = _mapping(path, "architecture.head", head, (), ("kind", "hidden_dim", "dropout", "pooling"))
+        head = _mapping(path, "architecture.head", head, (), ("kind", "hidden_dim", "dropout", "pooling", "slots"))
         if head.get("pooling", "mean") not in POOLINGS:
             raise _fail(path, "architecture.head.pooling", f"must be one of {', '.join(POOLINGS)}, "
                         f"got {head.get('pooling')!r}"[:200])
@@ -187,6 +188,11 @@ def check_architecture(path: Path, architecture: Any) -> dict[str, Any]:
             _integer(path, "architecture.head.hidden_dim", head["hidden_dim"], 1, MAX_WIDTH)
         if "dropout" in head:
             _fraction(path, "architecture.head.dropout", head["dropout"])
+        if head.get("kind") == "slots" or "slots" in head:
+            try:
+                check_layout(head.get("slots"), architecture["num_labels"])
+            except ConfigError as error:
+                raise _fail(path, "architecture.head.slots", str(error)) from None
     return architecture
 
 

@@ -10,6 +10,8 @@ distillation target) is always the masked mean of the frames *as given to its po
 - "attnpool": z = attention pooling of the teacher's own frames (`quads.models.pooling.AttentionPool`): it finds
   the word a command hangs on at O(T·D) cost, for contextual teachers such as Whisper whose frames already
   carry word order (the "attention" block is ~100x more compute per frame at Whisper's width).
+- "slots": one attention pooling and classifier per slot of the intent label (`quads.models.slots.SlotHead`);
+  z = the mean of the slots' pooled vectors.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from torch import Tensor, nn
 from quads.errors import ConfigError
 from quads.models.encoder import masked_mean_pool
 from quads.models.pooling import AttentionPool, default_heads
+from quads.models.slots import SlotHead
 from quads.models.transformer import TransformerBlock, attention_bias, sinusoidal_positions
 
-STUDENT_HEAD_KINDS = ("linear", "mlp", "norm")
-TEACHER_HEAD_KINDS = ("linear", "mlp", "attention", "attnpool")
+STUDENT_HEAD_KINDS = ("linear", "mlp", "norm", "slots")  # slots: `quads.models.slots`, built by IntentClassifier
+TEACHER_HEAD_KINDS = ("linear", "mlp", "attention", "attnpool", "slots")
 
 
 def build_head(
@@ -73,6 +76,7 @@ class TeacherHead(nn.Module):
         hidden_dim: int | None = None,
         n_heads: int | None = None,
         dropout: float = 0.1,
+        slots: list[list[int]] | None = None,
     ) -> None:
         super().__init__()
         if kind not in TEACHER_HEAD_KINDS:
@@ -82,7 +86,13 @@ class TeacherHead(nn.Module):
         self.hidden_dim, self.dropout = hidden_dim, dropout
         self.context: TransformerBlock | None = None
         self.pool: AttentionPool | None = None
-        if kind == "attnpool":
+        self.slots: SlotHead | None = None
+        if kind == "slots":
+            if slots is None or len(slots) != num_labels:
+                raise ConfigError(f"slots teacher head: needs a slot layout with one entry per intent ({num_labels})")
+            self.n_heads = default_heads(embed_dim)
+            self.slots = SlotHead(embed_dim, slots, dropout)
+        elif kind == "attnpool":
             self.n_heads = n_heads or default_heads(embed_dim)
             self.pool = AttentionPool(embed_dim, self.n_heads)
             self.classifier = build_head("norm", embed_dim, num_labels, dropout=dropout)
@@ -109,6 +119,8 @@ class TeacherHead(nn.Module):
             x = self.input_norm(frames)
             x = x + sinusoidal_positions(x.shape[1], self.embed_dim, x.device).to(x.dtype)
             frames = self.context(x, attention_bias(frame_mask, x.dtype))
+        if self.slots is not None:
+            return ClassifierOutput(*self.slots(frames, frame_mask))
         embedding = self.pool(frames, frame_mask) if self.pool is not None else masked_mean_pool(frames, frame_mask)
         return ClassifierOutput(self.classifier(embedding), embedding)
 
@@ -120,4 +132,5 @@ class TeacherHead(nn.Module):
             "hidden_dim": self.hidden_dim,
             "n_heads": self.n_heads,
             "dropout": self.dropout,
+            **({"slots": self.slots.layout} if self.slots is not None else {}),
         }

@@ -78,10 +78,10 @@ def build_classifier(config: dict[str, Any]) -> IntentClassifier:
         if key not in config:
             raise ConfigError(f"classifier config: missing key {key!r}")
     head = dict(config.get("head") or {"kind": "linear"})
-    unknown = sorted(set(head) - {"kind", "hidden_dim", "dropout", "pooling"})
+    unknown = sorted(set(head) - {"kind", "hidden_dim", "dropout", "pooling", "slots"})
     if unknown:
         raise ConfigError(
-            f"classifier head config: unknown key {unknown[0]!r}; expected kind, hidden_dim, dropout, pooling"
+            f"classifier head config: unknown key {unknown[0]!r}; expected kind, hidden_dim, dropout, pooling, slots"
         )
     return IntentClassifier(
         build_encoder(config["encoder"]),
@@ -90,6 +90,7 @@ def build_classifier(config: dict[str, Any]) -> IntentClassifier:
         head_hidden_dim=head.get("hidden_dim"),
         head_dropout=head.get("dropout", 0.1),
         pooling=head.get("pooling", "mean"),
+        slots=head.get("slots"),
     )
 
 
@@ -99,6 +100,7 @@ def build_student(
     n_mels: int | None = None,
     head: str = "linear",
     pooling: str = "mean",
+    slots: list[list[int]] | None = None,
     **overrides: Any,
 ) -> IntentClassifier:
     """A fresh student classifier from a preset name (or encoder config dict), with field overrides such as
@@ -106,7 +108,8 @@ def build_student(
 
     `whisper:NAME_OR_DIR` starts the student from a pretrained Whisper encoder (`whisper_student`: its first
     `encoder_layers` layers, `max_source_positions` positions), and so do the `PRETRAINED_STUDENTS` names
-    (e.g. "whisper-tiny.en-2l"); their mel bins are the checkpoint's."""
+    (e.g. "whisper-tiny.en-2l"); their mel bins are the checkpoint's. `slots` is the slot layout of a "slots"
+    head (`quads.models.slots.slot_layout` of the labels)."""
     if isinstance(encoder, str) and (encoder.startswith("whisper:") or encoder in PRETRAINED_STUDENTS):
         from quads.models.whisper import whisper_student
 
@@ -114,12 +117,12 @@ def build_student(
         module = whisper_student(checkpoint, **{**cut, **overrides})
         if n_mels is not None and n_mels != module.n_mels:
             raise ConfigError(f"student {encoder} hears {module.n_mels} mel bins; set data.n_mels to {module.n_mels}")
-        return IntentClassifier(module, num_labels, head=head, pooling=pooling)
+        return IntentClassifier(module, num_labels, head=head, pooling=pooling, slots=slots)
     config = preset_config(encoder) if isinstance(encoder, str) else dict(encoder)
     if n_mels is not None:
         config["n_mels"] = n_mels
     config.update(overrides)
-    return IntentClassifier(build_encoder(config), num_labels, head=head, pooling=pooling)
+    return IntentClassifier(build_encoder(config), num_labels, head=head, pooling=pooling, slots=slots)
 
 
 def _dataclass_from(cls: type, fields: dict[str, Any], what: str) -> Any:

@@ -23,6 +23,7 @@ from quads.config import OptimConfig, RunConfig, add_config_arguments, load_conf
 from quads.data import Corpus
 from quads.errors import ConfigError, QuadsError
 from quads.models.head import TeacherHead
+from quads.models.slots import slot_layout
 from quads.training.batches import ExampleSet
 from quads.training.experiment import (
     TeacherFrames,
@@ -95,8 +96,9 @@ def pretune_teacher(config: RunConfig, corpus: Corpus, frames: TeacherFrames, ou
         resume = False
     train_set, valid_set, test_set = (frames.sets[s] for s in ("train", "valid", "test"))
     torch.manual_seed(config.seed)
+    slots = slot_layout(list(corpus.label_map.labels)) if config.teacher.head == "slots" else None
     head = TeacherHead(train_set.items[0].shape[-1], len(corpus.label_map), kind=config.teacher.head,
-                       dropout=config.teacher.dropout)
+                       dropout=config.teacher.dropout, slots=slots)
     optim = OptimConfig(epochs=config.teacher.epochs, batch_size=config.teacher.batch_size, lr=config.teacher.lr,
                         weight_decay=config.teacher.weight_decay, warmup_epochs=1.0, spec_augment=False)
     result = fit(head, train_set, valid_set, [Stage("ce", config.teacher.epochs, ce_weights())], optim,
@@ -187,7 +189,7 @@ def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path,
 
 def needs_frames(config: RunConfig) -> bool:
     """Whether the teacher cache must keep every frame (frame heads, frame-level distillation) or only the mean."""
-    return config.teacher.head in ("attention", "attnpool") or config.distill.target == "frames"
+    return config.teacher.head in ("attention", "attnpool", "slots") or config.distill.target == "frames"
 
 
 @torch.no_grad()
