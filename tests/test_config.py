@@ -13,6 +13,11 @@ def test_defaults_load_without_a_file():
     assert config.quant.bits == 4
 
 
+def test_the_documented_default_yaml_is_the_built_in_default():
+    default_yaml = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert load_config(default_yaml, []).to_dict() == load_config(None, []).to_dict()
+
+
 def test_yaml_values_and_overrides_are_applied(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("seed: 7\ndistill:\n  alpha: 0.25\nquant:\n  schedule: [[distill, 2], [quantize, 3]]\n")

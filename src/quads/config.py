@@ -49,7 +49,7 @@ class TeacherConfig:
     """The frozen pretrained teacher and stage 0 (pre-tuning its intent head)."""
 
     spec: str = "whisper:tiny.en"  # whisper:tiny.en (packaged) | whisper:NAME_OR_DIR | speech_embedding | ...
-    head: str = "attnpool"  # linear | mlp | attention | attnpool
+    head: str = "slots"  # linear | mlp | attention | attnpool | slots (attnpool + classifier per label slot)
     epochs: int = 30
     lr: float = 3e-3
     batch_size: int = 64
@@ -69,7 +69,9 @@ class StudentConfig:
     # a preset name from quads.models: pretrained (whisper-tiny.en-3l: the teacher's first 3 of 4 layers) or from
     # scratch (conv-200k, transformer-1m, ...), or whisper:NAME_OR_DIR (cut with overrides {encoder_layers: N})
     encoder: str = "whisper-tiny.en-3l"
-    head: str = "norm"  # linear | mlp | norm (LayerNorm + linear, the attnpool teacher head's layout)
+    # linear | mlp | norm (LayerNorm + linear, the attnpool teacher head's layout) | slots (an attention pooling and
+    # classifier per slot of the intent label, e.g. FSC's action, object, location; `pooling` does not apply)
+    head: str = "slots"
     pooling: str = "attention"  # mean | attention (learned attention pooling over the encoder's frames)
     # Start the student's pooling and head from the pre-tuned teacher head's when their shapes match (a student
     # cut from the teacher then begins as the teacher's own classifier on its first layers).
