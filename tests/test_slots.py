@@ -117,3 +117,15 @@ def test_the_student_starts_as_the_teachers_slot_head_and_hears_the_same_frames_
     torch.testing.assert_close(classifier.head(frames, mask)[0], teacher(frames, mask).logits)
     other = TeacherHead(16, len(FSC_LABELS), kind="slots", slots=slot_layout(list("abcdef"))).eval()
     assert not copy_teacher_head(classifier, other)  # another layout: nothing is copied
+
+
+def test_slot_poolings_train_at_the_encoders_rate_and_slot_classifiers_at_the_heads() -> None:
+    from quads.config import OptimConfig
+    from quads.training.optimizer import make_optimizer
+
+    classifier = slot_student()
+    optimizer = make_optimizer(classifier, OptimConfig(lr=1e-4, head_lr=5e-4))
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    for name, parameter in classifier.named_parameters():
+        expected = 5e-4 if name.startswith("head.classifiers.") else 1e-4
+        assert rate[id(parameter)] == expected, name

@@ -20,7 +20,8 @@ def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, min_rat
 
 
 def make_optimizer(module: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with per-group learning rates (encoder, head, projection); no weight decay on biases and norms."""
+    """AdamW with per-group learning rates (encoder and pooling, head, projection); no weight decay on biases
+    and norms."""
     groups: dict[str, dict[str, list[nn.Parameter]]] = {}
     head_lr = optim.head_lr or optim.lr
     projection_lr = optim.projection_lr or optim.lr
@@ -29,8 +30,8 @@ def make_optimizer(module: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
             continue
         if name.startswith("projection."):
             group, lr = "projection", projection_lr
-        elif ".head." in f".{name}" or name.startswith("classifier.head"):
-            group, lr = "head", head_lr
+        elif (".head." in f".{name}" or name.startswith("classifier.head")) and ".pools." not in name:
+            group, lr = "head", head_lr  # a slot head's poolings (head.pools.*) train with the encoder, as pooling does
         else:
             group, lr = "encoder", optim.lr
         decay = "decay" if param.ndim > 1 else "no_decay"
