@@ -333,12 +333,14 @@ def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module
     """Copy the pre-tuned teacher head's attention pooling and classifier into the student where every shape
     matches (attnpool teacher, attention-pooled student with a "norm" head of the same width; or slot heads of
     the same layout and width); True if copied."""
-    pairs = [(getattr(classifier, "head", None), getattr(teacher_head, "slots", None))]
-    if pairs[0][1] is not None and getattr(pairs[0][0], "layout", None) != pairs[0][1].layout:
-        return False
-    if pairs[0][1] is None:
+    student_head, teacher_slots = getattr(classifier, "head", None), getattr(teacher_head, "slots", None)
+    if teacher_slots is not None:
+        if getattr(student_head, "layout", None) != teacher_slots.layout:
+            return False
+        pairs = [(student_head, teacher_slots)]
+    else:
         pairs = [(getattr(classifier, "pooling", None), getattr(teacher_head, "pool", None)),
-                 (getattr(classifier, "head", None), getattr(teacher_head, "classifier", None))]
+                 (student_head, getattr(teacher_head, "classifier", None))]
     for student_part, teacher_part in pairs:
         if student_part is None or teacher_part is None:
             return False
