@@ -146,3 +146,16 @@ def test_the_lambda_sweep_runs_only_the_recipes_asked_for_and_names_one_without_
     assert [(cell.recipe, cell.bits) for cell in asked[0]] == [("quads", 4)]
     with pytest.raises(ConfigError, match="ptq"):
         lambda_sweep.run_lambda_sweep(tmp_path, [0.0], [0], bits=[4], recipes=["ptq"], progress=False)
+
+
+def test_low_bit_epochs_retrain_only_the_runs_whose_epochs_they_change():
+    prepared = fake_prepared()
+    config = load_config(None, ["quant.epochs=4", "quant.low_bit_epochs=0"])
+    longer = load_config(None, ["quant.epochs=4", "quant.low_bit_epochs=8"])
+    for recipe in ("quads", "ptq", "distill"):
+        assert run_fingerprint(with_bits(longer, 4), recipe, prepared) == run_fingerprint(with_bits(config, 4), recipe,
+                                                                                          prepared)
+    assert run_fingerprint(with_bits(longer, 2), "ptq", prepared) == run_fingerprint(with_bits(config, 2), "ptq",
+                                                                                     prepared)
+    assert run_fingerprint(with_bits(longer, 2), "quads", prepared) != run_fingerprint(with_bits(config, 2), "quads",
+                                                                                       prepared)

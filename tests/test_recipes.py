@@ -41,7 +41,7 @@ def test_quads_quantize_stages_keep_the_teacher_teaching():
 
 
 def test_sequential_quantizes_a_distilled_student_without_the_teacher():
-    config = load_config(None, overrides=["quant.epochs=20"])
+    config = load_config(None, overrides=["quant.epochs=20", "quant.low_bit_epochs=0"])
     recipe = plan("sequential", config, bits=2)
     assert recipe.start_from == "distill" and not recipe.uses_teacher
     assert [stage.epochs for stage in recipe.stages] == [20]  # the same budget as QUADS after the same start
@@ -101,3 +101,14 @@ def test_wider_codebooks_train_at_quant_lr_when_set_and_float_recipes_never_do()
         assert (optim.lr, optim.head_lr) == expected, (recipe, bits)
     with pytest.raises(ConfigError, match=r"quant\.lr"):
         load_config(None, overrides=["quant.lr=-1"])
+
+
+def test_two_bit_recipes_train_low_bit_epochs_when_set_and_wider_ones_quant_epochs():
+    config = load_config(None, overrides=["quant.epochs=4", "quant.low_bit_epochs=8"])
+    for recipe, bits, expected in (("quads", 2, [8]), ("sequential", 2, [8]), ("qat", 1, [8]),
+                                   ("quads", 4, [4]), ("sequential", 3, [4]), ("distill", 32, [config.optim.epochs])):
+        assert [stage.epochs for stage in plan(recipe, config, bits).stages] == expected, (recipe, bits)
+    unset = load_config(None, overrides=["quant.epochs=4", "quant.low_bit_epochs=0"])
+    assert [stage.epochs for stage in plan("quads", unset, 2).stages] == [4]
+    with pytest.raises(ConfigError, match=r"quant\.low_bit_epochs"):
+        load_config(None, overrides=["quant.low_bit_epochs=-1"])

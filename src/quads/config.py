@@ -116,6 +116,10 @@ class QuantConfig:
     # 20-epoch pattern from the start, which needs a student that learns within its first distillation stage).
     init: str = "pretrained"
     epochs: int = 4
+    # Epochs of the quantizing recipes on codebooks of 2 bits or fewer (0 = `epochs`). At 4 epochs a 2-bit student's
+    # valid loss was still falling; 8 took 2-bit QUADS on FSDD's real speakers from 79.5 ± 4.7 to 82.0 ± 2.7 %
+    # (3 seeds, synthetic digits; bench/README "Longer training at 2 bits").
+    low_bit_epochs: int = 8
     # Peak learning rate of the recipes that train on codebooks of 2 bits or fewer (0 = optim.lr): weights bound
     # to 4 values need larger steps to move between clusters than the gentle fine-tuning of a pretrained student.
     # Measured on synthetic digits (2-layer tiny.en student): 2-bit QUADS 26.7% at 1e-4, 76.7% at 1e-3; 4-bit is
@@ -355,6 +359,7 @@ def validate(config: RunConfig) -> None:
         (config.optim.lr > 0, "optim.lr must be > 0"),
         (config.quant.init in ("pretrained", "scratch"), "quant.init must be pretrained or scratch"),
         (config.quant.epochs >= 1, "quant.epochs must be >= 1"),
+        (config.quant.low_bit_epochs >= 0, "quant.low_bit_epochs must be >= 0 (0 = quant.epochs)"),
         (config.quant.low_bit_lr >= 0, "quant.low_bit_lr must be >= 0 (0 = optim.lr)"),
         (config.quant.lr >= 0, "quant.lr must be >= 0 (0 = optim's rates)"),
         (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),

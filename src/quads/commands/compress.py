@@ -161,7 +161,8 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     and are reused only when it matches."""
     config = effective_config(config, recipe)
     quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
-    patterns = ("per_layer", "min_bits", "exclude")  # counted as the widths they resolve to (below)
+    # counted as what they resolve to (below): the widths of each tensor, and the epochs of the stages trained
+    patterns = ("per_layer", "min_bits", "exclude", "low_bit_epochs")
     ignored = [key for key in asdict(config.quant) if key != "bits" and (not quantizes or key in patterns)]
     ignore = tuple(f"quant.{key}" for key in ignored)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold

@@ -9,7 +9,8 @@
 | `sequential` | the distilled student                | quantize stages with L_centroid + CE (teacher gone)     |
 | `quads`      | the distilled student                | quantize with L_dis + L_centroid + CE (teacher throughout) |
 
-The quantizing recipes train `quant.epochs` epochs on top of their starting student, with the same budget:
+The quantizing recipes train `quant.epochs` epochs (`quant.low_bit_epochs` at 2 bits or fewer, when set) on top of
+their starting student, with the same budget:
 QUADS and QAT follow the schedule, sequential spends all of them quantizing without the teacher. With
 quant.init = scratch they start from random weights and follow the schedule over optim.epochs (the paper's
 setting); sequential then distils for the schedule's distil epochs, then quantizes for its quantize epochs.
@@ -106,6 +107,8 @@ def plan(recipe: str, config: RunConfig, bits: int | None = None) -> RecipePlan:
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe '{recipe}': choose one of {', '.join(RECIPES)}")
     bits = config.quant.bits if bits is None else bits
+    if bits <= LOW_BITS and config.quant.low_bit_epochs:
+        config = replace(config, quant=replace(config.quant, epochs=config.quant.low_bit_epochs))
     epochs = config.optim.epochs
     distill = distillation_weights(config.distill)
     pretrained = config.quant.init == "pretrained"
