@@ -30,7 +30,7 @@ def tiny_overrides(root, *extra):
     """Settings that make every run of the pipeline take seconds on the tiny corpus."""
     return [f"data.path={root / 'corpus'}", f"data.cache_dir={root / 'cache'}", "teacher.epochs=3",
             "teacher.head=linear", "student.encoder=conv-50k", "optim.epochs=4", "optim.batch_size=8",
-            "quant.epochs=3", *extra]
+            "quant.epochs=3", "quant.low_bit_epochs=0", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_demo_writes_the_results_contract(workspace, capsys):
     from quads.commands.demo import run_demo
 
     overrides = tiny_overrides(root)
-    rows = run_demo(root / "demo", overrides=overrides, progress=False, real_speech=False)
+    rows = run_demo(root / "demo", overrides=overrides, progress=False, real_speech=False, sequential=True)
     saved = json.loads((root / "demo" / "results.json").read_text())
     assert saved == rows
     assert (root / "demo" / "results.md").exists() and (root / "demo" / "pareto.png").stat().st_size > 1000
@@ -182,6 +182,9 @@ def test_demo_writes_the_results_contract(workspace, capsys):
     assert methods[0] == ("teacher", 32)
     assert {("QUADS", 2), ("QUADS", 4), ("PTQ", 2), ("PTQ", 4), ("sequential", 2), ("student + distill", 32)} <= set(
         methods)
+    from quads.commands.demo import demo_cells
+
+    assert ("sequential", 2) not in demo_cells() and ("sequential", 2) in demo_cells(sequential=True)
     for row in rows[1:]:
         for key in ("params", "size_bytes", "theoretical_bytes", "gmacs", "accuracy", "f1", "model_file"):
             assert row[key] is not None, (row["method"], key)
