@@ -2,11 +2,11 @@
 
 Synthesises the built-in command corpus if absent, pre-tunes the Whisper tiny.en teacher's intent head, trains
 the distilled student (cut from the teacher), compresses it with post-training k-means and QUADS at 4 and 2
-bits (`--sequential` adds the sequential recipe at 2 bits), exports every model as a packed file, evaluates each file on the test split (wordings
-and voice families no model heard) and writes `results.json`, `results.md` and `pareto.png`. Where FSDD is
-present (`quads.commands.fsdd`), the same recipe trained on synthetic digits is scored on real human recordings
-(`fsdd.md`). Interrupted? Run the same command again: finished runs are kept and an unfinished one resumes
-from its last epoch.
+bits (`--sequential` adds the sequential recipe at 2 bits), exports every model as a packed file, evaluates
+each file on the test split (wordings and voice families no model heard) and writes `results.json`,
+`results.md` and `pareto.png`. Where FSDD is present (`quads.commands.fsdd`), the same recipe trained on
+synthetic digits is scored on real human recordings (`fsdd.md`). Interrupted? Run the same command again:
+finished runs are kept and an unfinished one resumes from its last epoch.
 """
 
 from __future__ import annotations
