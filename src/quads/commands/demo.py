@@ -24,7 +24,7 @@ from quads.config import add_config_arguments, load_config
 # Trimmed to what a laptop finishes in minutes; `quads ablate` runs every recipe at every width.
 DEMO_CELLS = (("distill", 32), ("ptq", 4), ("ptq", 2), ("quads", 4), ("quads", 2))
 # `--sequential`: the paper's control (quantize the distilled student with CE, teacher gone). Off by default: on
-# 2 cores it is one more long run, and it was within 1 point of QUADS at 2 bits on every corpus measured.
+# 2 cores it is one more long run, and at 2 bits it was level with QUADS within noise (README, bench/README).
 SEQUENTIAL_CELLS = (("sequential", 2),)
 FSDD_CELLS = (("distill", 32), ("quads", 4), ("quads", 2))
 # `--equal-budget`: the fp32 and distilled students trained as many epochs as QUADS (its distilled student's plus
