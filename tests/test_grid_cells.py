@@ -159,3 +159,17 @@ def test_low_bit_epochs_retrain_only_the_runs_whose_epochs_they_change():
                                                                                      prepared)
     assert run_fingerprint(with_bits(longer, 2), "quads", prepared) != run_fingerprint(with_bits(config, 2), "quads",
                                                                                        prepared)
+
+
+def test_post_training_kmeans_ignores_the_quantize_stage_settings_it_never_trains():
+    prepared = fake_prepared()
+    config = load_config(None)
+    other = load_config(None, ["quant.gamma=0.5", "quant.centroid_weight=0.1", "quant.epochs=9", "quant.low_bit_lr=0"])
+    for bits in (4, 2):
+        assert run_fingerprint(with_bits(other, bits), "ptq", prepared) == run_fingerprint(with_bits(config, bits),
+                                                                                           "ptq", prepared)
+        assert run_fingerprint(with_bits(other, bits), "quads", prepared) != run_fingerprint(with_bits(config, bits),
+                                                                                             "quads", prepared)
+    clustered = load_config(None, ["quant.kmeans_iterations=3"])
+    assert run_fingerprint(with_bits(clustered, 4), "ptq", prepared) != run_fingerprint(with_bits(config, 4), "ptq",
+                                                                                        prepared)

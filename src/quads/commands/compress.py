@@ -157,18 +157,22 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     whose fingerprint covers the teacher's settings and weights. Float recipes ignore the quant section (all of
     QUADS' lambda or schedule variants share one distilled student); quantizing ones count the width each
     tensor resolves to rather than the per_layer/min_bits/exclude patterns, so a floor that changes nothing at
-    4 bits (a 2-bit floor of 4) does not retrain 4-bit runs. Checkpoints, student.pt and grid rows carry it,
+    4 bits (a 2-bit floor of 4) does not retrain 4-bit runs; post-training k-means ignores the settings of the
+    stages it never trains (gamma, epochs, rates). Checkpoints, student.pt and grid rows carry it,
     and are reused only when it matches."""
     config = effective_config(config, recipe)
     quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
+    # The stages actually trained: a default schedule can change with the code while the config stays the same.
+    stages = plan(recipe, config).stages if quantizes else ()
     # counted as what they resolve to (below): the widths of each tensor, and the epochs of the stages trained
     patterns = ("per_layer", "min_bits", "exclude", "low_bit_epochs")
-    ignored = [key for key in asdict(config.quant) if key != "bits" and (not quantizes or key in patterns)]
+    # post-training k-means trains no stage: only the widths and the clustering shape its result
+    snap_only = ("bits", "kmeans_iterations") if quantizes and not stages else None
+    ignored = [key for key in asdict(config.quant) if key != "bits" and (
+        not quantizes or key in patterns or (snap_only is not None and key not in snap_only))]
     ignore = tuple(f"quant.{key}" for key in ignored)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
-    # The stages actually trained: a default schedule can change with the code while the config stays the same.
-    stages = plan(recipe, config).stages if quantizes else ()
     schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""
     widths = ""
     if quantizes:
