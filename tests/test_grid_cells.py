@@ -103,7 +103,7 @@ def test_a_run_folder_is_stale_when_its_fingerprint_differs_and_the_reason_names
     save_checkpoint(tmp_path / "student.pt", {"fingerprint": "a", "settings": saved})
     assert stale_reason(tmp_path, "a") is None
     now = load_config(None, ["quant.gamma=0.25"]).to_dict()
-    assert "quant.gamma: 0.5 there, 0.25 here" in stale_reason(tmp_path, "b", now)
+    assert "quant.gamma: 0.9 there, 0.25 here" in stale_reason(tmp_path, "b", now)
     assert changed_settings(saved, saved) == [] and changed_settings(None, saved) == []
 
 

@@ -107,7 +107,7 @@ class QuantConfig:
     min_bits: dict[str, int] = field(default_factory=lambda: {
         "*embed_positions*": 8, "*conv1.weight": 8, "*self_attn.*_proj.weight": 4})
     exclude: list[str] = field(default_factory=list)
-    gamma: float = 0.5  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
+    gamma: float = 0.9  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
     centroid_weight: float = 1.0
     kmeans_iterations: int = 25
     schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = schedule_for's
