@@ -107,7 +107,9 @@ class QuantConfig:
     min_bits: dict[str, int] = field(default_factory=lambda: {
         "*embed_positions*": 8, "*conv1.weight": 8, "*self_attn.*_proj.weight": 4})
     exclude: list[str] = field(default_factory=list)
-    gamma: float = 0.9  # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE)
+    # L = gamma * L_dis + (1 - gamma) * (centroid_weight * L_centroid + CE). 0.9 rather than 0.5 took 2-bit QUADS on
+    # FSDD's real speakers from 82.0 +- 2.7 to 86.7 +- 2.8 % (3 seeds, synthetic digits) and left 4-bit where it was.
+    gamma: float = 0.9
     centroid_weight: float = 1.0
     kmeans_iterations: int = 25
     schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = schedule_for's
