@@ -18,6 +18,15 @@ def test_the_documented_default_yaml_is_the_built_in_default():
     assert load_config(default_yaml, []).to_dict() == load_config(None, []).to_dict()
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_loads(name):
+    config = load_config(CONFIGS / name, [])
+    assert config.student.encoder and config.teacher.spec
+
+
 def test_yaml_values_and_overrides_are_applied(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("seed: 7\ndistill:\n  alpha: 0.25\nquant:\n  schedule: [[distill, 2], [quantize, 3]]\n")
