@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
+from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_not_found, fsdd_rows
 from quads.commands.grid import EQUAL_BUDGET_DISTILL, Cell
 from quads.commands.paired import paired_differences, paired_markdown
 from quads.config import load_config
@@ -52,9 +52,9 @@ def main() -> int:
     parser.add_argument("--equal-budget", action="store_true",
                         help="also a distilled student per seed trained as many epochs as QUADS (the control)")
     args = parser.parse_args()
-    if args.fsdd is None or not args.fsdd.is_dir():
-        places = [str(args.fsdd)] if args.fsdd else [str(path) for path in looked]
-        print(f"skipped: no FSDD recordings; looked in {', '.join(places)} (set QUADS_SHARED_DATA or --fsdd)")
+    missing = fsdd_not_found(args.fsdd, looked)
+    if missing:
+        print(missing)
         return 0
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from quads.atomic import atomic_write_bytes, atomic_write_text
-from quads.commands.fsdd import find_fsdd, fsdd_rows
+from quads.commands.fsdd import find_fsdd, fsdd_not_found, fsdd_rows
 from quads.commands.grid import Cell, run_grid
 from quads.config import load_config
 
@@ -52,9 +52,9 @@ def student_rows(student: str, config, bits: list[int], out: Path, fsdd: Path) -
                      "valid_accuracy": row.get("valid_accuracy"), "fsdd_accuracy": twin["fsdd_accuracy"],
                      "digits_test_accuracy": twin["accuracy"], "train_seconds": row.get("train_seconds"),
                      "digits_train_seconds": twin.get("train_seconds")})
-    teachers = {"student": "teacher", "method": "teacher", "test_accuracy": builtin[0]["accuracy"],
-                "fsdd_accuracy": digits[0]["fsdd_accuracy"]}
-    return [teachers, *rows]
+    teacher = {"student": "teacher", "method": "teacher", "test_accuracy": builtin[0]["accuracy"],
+               "fsdd_accuracy": digits[0]["fsdd_accuracy"]}
+    return [teacher, *rows]
 
 
 def frontier(rows: list[dict[str, Any]]) -> set[int]:
@@ -134,9 +134,9 @@ def main() -> int:
     parser.add_argument("--fsdd", type=Path, default=found, help="FSDD recordings folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    if args.fsdd is None or not args.fsdd.is_dir():
-        places = [str(args.fsdd)] if args.fsdd else [str(path) for path in looked]
-        print(f"skipped: no FSDD recordings; looked in {', '.join(places)} (set QUADS_SHARED_DATA or --fsdd)")
+    missing = fsdd_not_found(args.fsdd, looked)
+    if missing:
+        print(missing)
         return 0
     for student in args.students:
         started = time.perf_counter()

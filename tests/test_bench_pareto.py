@@ -28,3 +28,13 @@ def test_the_report_says_so_when_no_file_reaches_the_target():
     report = bench_pareto.pareto_markdown([row("a", 2, 10_000, 0.95, 0.85)], [])
     assert "No file reaches 90% on both sets." in report
     assert bench_pareto.pareto_png([row("a", 2, 10_000, 0.95, 0.85)]).startswith(b"\x89PNG")
+
+
+def test_the_fsdd_benches_say_where_they_looked_when_the_recordings_are_missing(tmp_path):
+    from quads.commands.fsdd import fsdd_not_found
+
+    assert fsdd_not_found(tmp_path, []) is None
+    looked = [tmp_path / "a", tmp_path / "b"]
+    assert fsdd_not_found(None, looked) == (f"skipped: no FSDD recordings; looked in {looked[0]}, {looked[1]} "
+                                            "(set QUADS_SHARED_DATA or --fsdd)")
+    assert f"looked in {tmp_path / 'x'} " in fsdd_not_found(tmp_path / "x", looked)

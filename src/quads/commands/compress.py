@@ -164,13 +164,15 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     quantizes = recipe not in FLOAT_RECIPES and config.quant.bits <= 16
     # The stages actually trained: a default schedule can change with the code while the config stays the same.
     stages = plan(recipe, config).stages if quantizes else ()
-    # counted as what they resolve to (below): the widths of each tensor, and the epochs of the stages trained
-    patterns = ("per_layer", "min_bits", "exclude", "low_bit_epochs")
-    # post-training k-means trains no stage: only the widths and the clustering shape its result
-    snap_only = ("bits", "kmeans_iterations") if quantizes and not stages else None
-    ignored = [key for key in asdict(config.quant) if key != "bits" and (
-        not quantizes or key in patterns or (snap_only is not None and key not in snap_only))]
-    ignore = tuple(f"quant.{key}" for key in ignored)
+    # The quant keys that count besides `bits`. Patterns and low_bit_epochs count as what they resolve to (below):
+    # each tensor's width and the epochs of the stages trained. Post-training k-means trains no stage.
+    if not quantizes:
+        counted: set[str] = set()
+    elif not stages:
+        counted = {"kmeans_iterations"}
+    else:
+        counted = set(asdict(config.quant)) - {"per_layer", "min_bits", "exclude", "low_bit_epochs"}
+    ignore = tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits" and key not in counted)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
     schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""

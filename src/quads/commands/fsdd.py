@@ -57,6 +57,14 @@ def find_fsdd() -> tuple[Path | None, list[Path]]:
     return next((path for path in candidates if path.is_dir() and any(path.glob("*.wav"))), None), candidates
 
 
+def fsdd_not_found(given: Path | None, looked: list[Path]) -> str | None:
+    """None when `given` is a folder, else the line a benchmark prints before skipping: where it looked."""
+    if given is not None and given.is_dir():
+        return None
+    places = [str(given)] if given else [str(path) for path in looked]
+    return f"skipped: no FSDD recordings; looked in {', '.join(places)} (set QUADS_SHARED_DATA or --fsdd)"
+
+
 def write_digit_phrases(path: Path) -> None:
     """Each digit said plainly, as a statement and as an exclamation: different prosody from the same voice."""
     lines = ["transcription\tintent"]
