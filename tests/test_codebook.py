@@ -14,8 +14,11 @@ from quads.compression.codebook import (
     CODEBOOK_BITS,
     QuantizedTensor,
     assign_to_codebook,
+    assign_to_group_codebooks,
     dequantize,
     fit_codebook,
+    fit_group_codebooks,
+    group_length,
     kmeans_objective,
     pack_indices,
     packed_size,
@@ -283,3 +286,44 @@ def test_packing_refuses_indices_that_do_not_fit_the_width():
 def test_unpacking_refuses_too_few_bytes():
     with pytest.raises(ValueError, match="need 2 bytes"):
         unpack_indices(torch.zeros(1, dtype=torch.uint8), 3, 4)
+
+
+# ---------------------------------------------------------------------------------------------- group codebooks
+
+
+def test_a_group_is_whole_rows_closest_to_the_asked_size():
+    assert group_length((96, 64), 0) == 96 * 64  # 0: one codebook for the whole tensor
+    assert group_length((96, 64), 200) == 3 * 64  # 200 / 64 rounds to 3 rows
+    assert group_length((96, 64), 10) == 64  # never less than one row
+    assert group_length((96, 64), 10**6) == 96 * 64  # never more than the tensor
+    assert group_length((24, 16, 3), 100) == 2 * 48  # a conv kernel's row is in_channels x width
+    with pytest.raises(ConfigError, match="group_size"):
+        group_length((4, 4), -1)
+
+
+def test_each_group_gets_the_codebook_fitted_to_its_own_rows_and_the_last_may_be_short():
+    torch.manual_seed(0)
+    values = torch.randn(10, 32) * torch.logspace(-2, 1, 10)[:, None]  # rows of very different scales
+    grouped = fit_group_codebooks(values, bits=2, group_len=3 * 32)
+    assert grouped.group_len == 96 and grouped.centroids.shape == (4 * 4,) and grouped.indices.dtype == torch.uint8
+    flat = values.reshape(-1)
+    for group, start in enumerate(range(0, flat.numel(), 96)):
+        alone = fit_codebook(flat[start:start + 96], bits=2)
+        assert torch.equal(grouped.centroids[4 * group:4 * group + 4], alone.centroids)
+        assert torch.equal(grouped.indices[start:start + 96], alone.indices)
+    one = fit_codebook(values, bits=2)
+    small = slice(0, 3)  # the smallest rows: one shared codebook rounds them all to its centroid near zero
+    assert (grouped.dequantize() - values)[small].pow(2).sum() < 0.1 * (one.dequantize() - values)[small].pow(2).sum()
+
+
+def test_group_assignment_is_the_nearest_centroid_of_each_weights_own_group():
+    torch.manual_seed(1)
+    values = torch.randn(7, 20)
+    centroids = torch.randn(3 * 8)  # groups of 3 rows: 60, 60 and 20 weights; unsorted centroids
+    indices = assign_to_group_codebooks(values, centroids, group_len=60)
+    flat = values.reshape(-1)
+    for group, start in enumerate(range(0, flat.numel(), 60)):
+        own = centroids[8 * group:8 * group + 8]
+        assert torch.equal(indices[start:start + 60], assign_to_codebook(flat[start:start + 60], own))
+    snapped = dequantize(indices, centroids, values.shape, group_len=60)
+    assert torch.equal(snapped.reshape(-1)[120:], centroids[16:][indices[120:]])

@@ -88,12 +88,14 @@ def test_missing_or_corrupt_onnx_file_is_a_config_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ codebook form
 
 
-def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None = None) -> PackedModel:
+def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None = None,
+                   weights_per_centroid: int = 0) -> PackedModel:
     """A student quantized after training (random init here), saved and loaded as a packed file."""
     classifier = student(name).eval()
+    spec = QuantizationSpec(bits=bits, per_layer=per_layer or {}, weights_per_centroid=weights_per_centroid)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tensors too small for their codebook stay float
-        quantized = post_training_quantize(classifier, QuantizationSpec(bits=bits, per_layer=per_layer or {})).export()
+        quantized = post_training_quantize(classifier, spec).export()
     float_state = {key: t for key, t in classifier.state_dict().items() if key not in quantized}
     metadata = {"architecture": classifier.config_dict(), "frontend": asdict(FrontEndConfig()),
                 "labels": list("abcdefg")}
@@ -101,11 +103,14 @@ def packed_student(tmp_path: Path, name: str, bits: int, per_layer: dict | None 
     return load(tmp_path / f"{name}{bits}.quads")
 
 
-@pytest.mark.parametrize("name", list(STUDENTS))
-@pytest.mark.parametrize("bits", [2, 4])
-def test_codebook_onnx_equals_the_packed_model_and_holds_no_float_copy_of_its_weights(tmp_path, name, bits):
-    model = packed_student(tmp_path, name, bits, OTHER_WIDTHS[name])  # other widths too
+@pytest.mark.parametrize(("name", "bits", "weights_per_centroid"),
+                         [(name, bits, 0) for name in STUDENTS for bits in (2, 4)]
+                         + [("conv", 2, 50), ("transformer", 3, 8), ("slots", 4, 6)])
+def test_codebook_onnx_equals_the_packed_model_and_holds_no_float_copy_of_its_weights(tmp_path, name, bits,
+                                                                                       weights_per_centroid):
+    model = packed_student(tmp_path, name, bits, OTHER_WIDTHS[name], weights_per_centroid)  # other widths too
     quantized = read_packed(tmp_path / f"{name}{bits}.quads").quantized
+    assert any(tensor.groups > 1 for tensor in quantized.values()) == (weights_per_centroid > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every quantized tensor keeps its codebook form
         path = export_onnx(model.classifier, tmp_path / "codebook.onnx", n_mels=80, quantized=quantized)

@@ -18,7 +18,14 @@ from torch import nn
 
 import quads
 from quads.compression.codebook import QuantizedTensor, pack_indices
-from quads.compression.packed import FORMAT_VERSION, ModelFileError, TensorEntry, save_packed, theoretical_bytes
+from quads.compression.packed import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    ModelFileError,
+    TensorEntry,
+    save_packed,
+    theoretical_bytes,
+)
 from quads.compression.packed_reader import load_packed, read_packed_header, read_packed_metadata, tensor_entries
 from quads.compression.quantize import CodebookQuantizer, post_training_quantize
 from quads.compression.spec import QuantizationSpec
@@ -290,8 +297,9 @@ def test_a_blob_that_does_not_match_the_tensor_table_is_named(packed_file):
 
 
 def test_a_file_from_a_newer_quads_asks_for_an_upgrade(packed_file):
-    rewrite(packed_file, mutate_document=lambda doc: doc.update(format_version=FORMAT_VERSION + 1))
-    message = f"written by a newer quads \\(format {FORMAT_VERSION + 1}.*reads formats 1, 2: upgrade"
+    newer = max(READABLE_VERSIONS) + 1
+    rewrite(packed_file, mutate_document=lambda doc: doc.update(format_version=newer))
+    message = f"written by a newer quads \\(format {newer}.*reads formats 1, 2, 3: upgrade"
     with pytest.raises(ModelFileError, match=message):
         load_packed(packed_file)
     with pytest.raises(ModelFileError, match=message):
@@ -392,3 +400,46 @@ def test_a_conv_200k_student_file_is_within_5_percent_and_2_kib_of_its_payload(t
     info = save_packed(tmp_path / "student.quads", float_state, quantized, metadata)
     assert info.file_bytes - info.header_bytes == info.theoretical_bytes
     assert info.file_bytes <= 1.05 * info.theoretical_bytes + 2048, (info.file_bytes, info.theoretical_bytes)
+
+
+# ------------------------------------------------------------------------------------------------ group codebooks
+
+
+def test_group_codebooks_round_trip_in_a_version_3_file_and_plain_files_stay_version_2(tmp_path):
+    torch.manual_seed(0)
+    model = MixedWidths()
+    spec = QuantizationSpec(bits=4, per_layer={f"layers.b{bits}.weight": bits for bits in (1, 2, 3, 4, 8, 16, 32)},
+                            weights_per_centroid=16)
+    quantizer = finished_quantizer(model, spec)
+    info = save_model(tmp_path / "grouped.quads", model, quantizer)
+    document = read_packed_header(tmp_path / "grouped.quads")
+    assert document["format_version"] == 3
+    groups = {entry.name: entry.group_len for entry in tensor_entries(document)}
+    assert groups["layers.b2.weight"] == 64 and groups["layers.b4.weight"] == 4 * 64  # whole rows, ~16 * 2^b
+    assert groups["layers.b8.weight"] == 0  # 16 * 256 weights is the whole 64x64 tensor: one codebook
+    state, _ = load_packed(tmp_path / "grouped.quads")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(state[name], tensor), name
+    assert info.theoretical_bytes == theoretical_bytes(
+        {n: t for n, t in model.state_dict().items() if n not in quantizer.export()}, quantizer.export())
+    assert info.file_bytes - info.theoretical_bytes < 2048
+
+    save_model(tmp_path / "plain.quads", model, finished_quantizer(MixedWidths(), QuantizationSpec(bits=2)))
+    assert read_packed_header(tmp_path / "plain.quads")["format_version"] == FORMAT_VERSION == 2
+
+
+def test_a_group_length_in_a_version_2_file_or_a_bad_one_is_a_damaged_file(tmp_path):
+    torch.manual_seed(0)
+    model = MixedWidths()
+    save_model(tmp_path / "m.quads", model, finished_quantizer(model, QuantizationSpec(bits=2, weights_per_centroid=16)))
+
+    def set_group(document, version, group_len):
+        document["format_version"] = version
+        next(row for row in document["tensors"] if len(row) == 4)[3] = group_len
+
+    for version, group_len in ((2, 64), (3, 0), (3, "64"), (3, 128)):
+        path = tmp_path / f"bad-{version}-{group_len}.quads"
+        path.write_bytes((tmp_path / "m.quads").read_bytes())
+        rewrite(path, mutate_document=lambda doc, v=version, g=group_len: set_group(doc, v, g))
+        with pytest.raises(ModelFileError, match="damaged model file"):
+            load_packed(path)

@@ -445,3 +445,38 @@ def test_summary_counts_parameters_per_width_and_the_theoretical_size():
     float_values = 24 + 24 + 24 + 10  # conv bias, norm weight and bias, head bias
     assert summary["float_remainder_elements"] == float_values
     assert summary["theoretical_bytes"] == (1152 * 2 // 8 + 2 * 4) + (240 * 2 // 8 + 2 * 4) + 2 * 640 + 4 * float_values
+
+
+# ------------------------------------------------------------------------------------------------ group codebooks
+
+
+def test_groups_of_rows_get_their_own_codebooks_through_training_resume_and_export():
+    model, inputs, targets = toy_regression(seed=3)
+    with torch.no_grad():  # rows of very different scales, where one codebook per tensor fits badly
+        for param in model.parameters():
+            if param.ndim == 2:
+                param.mul_(torch.logspace(-2, 0.5, param.shape[0])[:, None])
+    spec = QuantizationSpec(bits=2, weights_per_centroid=8)  # groups of about 32 weights: whole rows
+    grouped = CodebookQuantizer(copy.deepcopy(model), spec)
+    whole = CodebookQuantizer(copy.deepcopy(model), QuantizationSpec(bits=2))
+    assert grouped.latent_spread() < 0.75 * whole.latent_spread()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    quantizer = CodebookQuantizer(model, spec)
+    train_under_hooks(model, quantizer, optimizer, inputs, targets, steps=10)
+    assert quantizer.reassign_to_nearest() >= 0.0
+    saved = io.BytesIO()
+    torch.save(quantizer.state_dict(), saved)
+    saved.seek(0)
+    resumed = CodebookQuantizer.from_state_dict(model, torch.load(saved, weights_only=True))
+    quantizer.hard_snap()
+    exported = quantizer.export()
+    for name, tensor in exported.items():
+        assert torch.equal(resumed.centroids(name), quantizer.centroids(name))
+        assert torch.equal(resumed.assignments(name), quantizer.assignments(name))
+        assert tensor.groups > 1 and tensor.centroids.numel() == tensor.groups * 4
+        assert int(tensor.indices.max()) < 4 and tensor.indices.dtype == torch.uint8
+        assert torch.equal(tensor.dequantize(), dict(model.named_parameters())[name].detach())
+    codebook_bytes = sum(2 * tensor.centroids.numel() for tensor in exported.values())
+    assert grouped.summary()["theoretical_bytes"] - whole.summary()["theoretical_bytes"] == \
+        codebook_bytes - 2 * 4 * len(exported)

@@ -112,6 +112,10 @@ class QuantConfig:
     gamma: float = 0.9
     centroid_weight: float = 1.0
     kmeans_iterations: int = 25
+    # 0 = one codebook per tensor (the paper's). N = a b-bit tensor is split into runs of whole rows (output
+    # channels) of about N * 2^b weights, each with its own 2^b centroids: a float16 codebook costs 16 / (N * b) of
+    # its indices (3 % at N = 256 and 2 bits), and rows of different scales stop sharing one set of values.
+    weights_per_centroid: int = 0
     schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = schedule_for's
     # Where quantizing recipes start: "pretrained" = from the fp32 student (distilled for QUADS and sequential,
     # CE-only for QAT) and train `epochs` more; "scratch" = from random weights over optim.epochs (the paper's
@@ -396,6 +400,8 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
                        ("teacher.unfreeze_epochs", teacher.unfreeze_epochs),
                        ("quant.kmeans_iterations", quant.kmeans_iterations)):
         checks.append((value >= 1, f"{key} must be >= 1, got {value}"))
+    checks.append((quant.weights_per_centroid >= 0, "quant.weights_per_centroid must be >= 0 (0 = one codebook per "
+                                                    f"tensor), got {quant.weights_per_centroid}"))
     positive = (("teacher.lr", teacher.lr), ("teacher.encoder_lr", teacher.encoder_lr))
     non_negative = (("teacher.weight_decay", teacher.weight_decay), ("optim.weight_decay", optim.weight_decay),
                     ("optim.head_lr", optim.head_lr), ("optim.projection_lr", optim.projection_lr),

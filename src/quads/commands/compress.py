@@ -84,7 +84,8 @@ class CompressResult:
 
 def quantization_spec(config: RunConfig, bits: int) -> QuantizationSpec:
     return QuantizationSpec(bits=bits, per_layer=dict(config.quant.per_layer), min_bits=dict(config.quant.min_bits),
-                            exclude=list(config.quant.exclude), iterations=config.quant.kmeans_iterations)
+                            exclude=list(config.quant.exclude), iterations=config.quant.kmeans_iterations,
+                            weights_per_centroid=config.quant.weights_per_centroid)
 
 
 def make_student(config: RunConfig, labels: list[str]) -> torch.nn.Module:
@@ -169,9 +170,11 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
     if not quantizes:
         counted: set[str] = set()
     elif not stages:
-        counted = {"kmeans_iterations"}
+        counted = {"kmeans_iterations", "weights_per_centroid"}
     else:
         counted = set(asdict(config.quant)) - {"per_layer", "min_bits", "exclude", "low_bit_epochs"}
+    if config.quant.weights_per_centroid == 0:
+        counted.discard("weights_per_centroid")  # one codebook per tensor, as before the setting: old runs stay valid
     ignore = tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits" and key not in counted)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"

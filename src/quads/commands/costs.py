@@ -44,7 +44,8 @@ def theoretical_file_bytes(path: str | Path) -> int:
         elif has_codebook(entry.bits):
             quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape,
                                                     indices=torch.empty(entry.numel, device="meta"),
-                                                    centroids=torch.empty(2**entry.bits, device="meta"))
+                                                    centroids=torch.empty(entry.codebook_values, device="meta"),
+                                                    group_len=entry.group_len)
     return theoretical_bytes(float_state, quantized, document["codebook_dtype"])
 
 

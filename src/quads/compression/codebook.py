@@ -5,6 +5,10 @@ centroid. In one dimension k-means clusters are contiguous runs of the sorted va
 sorted tensor with cumulative sums: one Lloyd iteration costs O(K log n) after a single O(n log n) sort,
 far cheaper than a generic k-means, and a quantile initialisation makes it deterministic.
 
+A tensor may also be split into groups of whole rows (dimension 0, e.g. output channels), each with its own
+codebook (`group_length`): the codebooks are then concatenated, group g's 2^b centroids at [g*2^b, (g+1)*2^b),
+and each weight's b-bit index points into its own group's codebook.
+
 Nothing here knows about models or training; `quads.compression.quantize` composes these primitives.
 """
 
@@ -46,30 +50,56 @@ def _require_codebook_bits(bits: int) -> int:
     return bits
 
 
+def group_length(shape: tuple[int, ...] | torch.Size, group_size: int) -> int:
+    """Weights per codebook of a tensor of `shape`: whole rows (dimension 0), as many as come closest to
+    `group_size` weights (at least one row); `group_size` 0 means one codebook for the whole tensor."""
+    numel = math.prod(shape)
+    if group_size < 0:
+        raise ConfigError(f"group_size must be 0 (one codebook per tensor) or a number of weights, got {group_size}")
+    if group_size == 0 or len(shape) == 0 or numel == 0:
+        return max(numel, 1)
+    row = numel // shape[0]
+    return min(numel, max(1, round(group_size / row)) * row)
+
+
+def group_count(numel: int, group_len: int) -> int:
+    """Codebooks of a tensor of `numel` weights in groups of `group_len` (the last group may be shorter)."""
+    return -(-numel // group_len)
+
+
+def group_offsets(numel: int, group_len: int, k: int, device: torch.device | str | None = None) -> Tensor:
+    """int64 [numel]: where each weight's group codebook starts in the concatenated centroids (g * k)."""
+    return torch.div(torch.arange(numel, device=device), group_len, rounding_mode="floor") * k
+
+
 @dataclass
 class Codebook:
-    """A fitted codebook: `centroids` [2^b] float32 ascending, `indices` [numel] uint8 into them."""
+    """A fitted codebook: `centroids` [G * 2^b] float32 (each group's ascending), `indices` [numel] uint8 into
+    its group's 2^b; `group_len` weights per group (0: one codebook for the whole tensor, G = 1)."""
 
     centroids: Tensor
     indices: Tensor
     bits: int
     shape: tuple[int, ...]
+    group_len: int = 0
 
     def dequantize(self) -> Tensor:
         """The snapped tensor (float32, original shape)."""
-        return dequantize(self.indices, self.centroids, self.shape)
+        return dequantize(self.indices, self.centroids, self.shape, self.group_len)
 
 
 @dataclass(frozen=True)
 class QuantizedTensor:
     """One tensor in its stored form: a codebook (bits 1-8: `indices` uint8 [numel] and `centroids` float32
-    [2^b]) or float16 values (bits 16: `values`, no codebook)."""
+    [G * 2^b], G = one codebook per `group_len` weights, 0 meaning the whole tensor) or float16 values
+    (bits 16: `values`, no codebook)."""
 
     bits: int
     shape: tuple[int, ...]
     indices: Tensor | None = None
     centroids: Tensor | None = None
     values: Tensor | None = None
+    group_len: int = 0
 
     def __post_init__(self) -> None:
         validate_bits(self.bits)
@@ -79,8 +109,11 @@ class QuantizedTensor:
                 raise ValueError(f"a {self.bits}-bit QuantizedTensor needs indices and centroids")
             if self.indices.numel() != numel:
                 raise ValueError(f"indices hold {self.indices.numel()} values but shape {self.shape} has {numel}")
-            if self.centroids.numel() != 2**self.bits:
-                raise ValueError(f"a {self.bits}-bit codebook has {2**self.bits} centroids, got "
+            if self.group_len < 0:
+                raise ValueError(f"group_len must be 0 or positive, got {self.group_len}")
+            expected = self.groups * 2**self.bits
+            if self.centroids.numel() != expected:
+                raise ValueError(f"{self.groups} {self.bits}-bit codebooks hold {expected} centroids, got "
                                  f"{self.centroids.numel()}")
         elif self.bits == FP16_BITS:
             if self.values is None or self.values.numel() != numel:
@@ -92,13 +125,18 @@ class QuantizedTensor:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def groups(self) -> int:
+        """How many codebooks the tensor has (1 unless it is split into groups)."""
+        return group_count(self.numel, self.group_len) if self.group_len else 1
+
     def dequantize(self) -> Tensor:
         """The float32 tensor this stands for."""
         if self.bits == FP16_BITS:
             assert self.values is not None
             return self.values.to(torch.float16).float().reshape(self.shape)
         assert self.indices is not None and self.centroids is not None
-        return dequantize(self.indices, self.centroids, self.shape)
+        return dequantize(self.indices, self.centroids, self.shape, self.group_len)
 
 
 # ---------------------------------------------------------------------------------------------- assignment
@@ -121,9 +159,31 @@ def assign_to_codebook(values: Tensor, centroids: Tensor) -> Tensor:
     return torch.index_select(order.to(values.device), 0, position.reshape(-1)).reshape(position.shape)
 
 
-def dequantize(indices: Tensor, centroids: Tensor, shape: tuple[int, ...] | torch.Size) -> Tensor:
-    """The float32 tensor of `shape` whose entries are `centroids[indices]`."""
-    return centroids.float().to(indices.device)[indices.long()].reshape(tuple(shape))
+def dequantize(indices: Tensor, centroids: Tensor, shape: tuple[int, ...] | torch.Size, group_len: int = 0) -> Tensor:
+    """The float32 tensor of `shape` whose entries are `centroids[indices]`, each index read in its group's
+    codebook when the tensor has one per `group_len` weights."""
+    flat = indices.reshape(-1).long()
+    if group_len and group_len < flat.numel():
+        flat = flat + group_offsets(flat.numel(), group_len, centroids.numel() // group_count(flat.numel(), group_len),
+                                    flat.device)
+    return centroids.float().to(indices.device)[flat].reshape(tuple(shape))
+
+
+def assign_to_group_codebooks(values: Tensor, centroids: Tensor, group_len: int) -> Tensor:
+    """Like `assign_to_codebook` for a tensor with one codebook per `group_len` weights (`centroids` [G * k],
+    see the module docstring): each weight's index (int64, flat) into its own group's k centroids."""
+    flat = values.detach().reshape(-1)
+    numel = flat.numel()
+    groups = group_count(numel, group_len)
+    if groups == 1:
+        return assign_to_codebook(flat, centroids)
+    sorted_centroids, order = torch.sort(centroids.detach().reshape(groups, -1).to(flat.device), dim=1, stable=True)
+    c = sorted_centroids.double()
+    boundaries = ((c[:, :-1] + c[:, 1:]) / 2).contiguous()
+    padded = flat.double().new_zeros(groups * group_len)
+    padded[:numel] = flat.double()
+    position = torch.searchsorted(boundaries, padded.reshape(groups, group_len), right=False)
+    return torch.gather(order, 1, position).reshape(-1)[:numel]
 
 
 def snap_to_codebook(values: Tensor, centroids: Tensor) -> Tensor:
@@ -236,6 +296,19 @@ def fit_codebook(
     indices = assign_to_codebook(flat, centroids32).to(torch.uint8)
     device = values.device
     return Codebook(centroids=centroids32.to(device), indices=indices.to(device), bits=bits, shape=shape)
+
+
+def fit_group_codebooks(values: Tensor, bits: int, group_len: int, iterations: int = 25) -> Codebook:
+    """One `fit_codebook` per consecutive run of `group_len` weights (see `group_length`), concatenated: centroids
+    [G * 2^b], indices [numel] uint8 into each weight's own group codebook."""
+    flat = values.detach().reshape(-1)
+    if group_len <= 0 or group_len >= flat.numel():
+        return fit_codebook(values, bits, iterations=iterations)
+    fitted = [fit_codebook(flat[start:start + group_len], bits, iterations=iterations)
+              for start in range(0, flat.numel(), group_len)]
+    return Codebook(centroids=torch.cat([codebook.centroids for codebook in fitted]),
+                    indices=torch.cat([codebook.indices for codebook in fitted]),
+                    bits=bits, shape=tuple(values.shape), group_len=group_len)
 
 
 def _fit_sorted(sorted_values: Tensor, k: int, iterations: int, tol: float, history: list[float] | None) -> Tensor:

@@ -1,16 +1,18 @@
 """The packed model file: one safetensors file whose size on disk is the model size we report.
 
-Layout (format_version 2; files of version 1 still load):
+Layout (format_version 2, or 3 when a tensor has one codebook per group of rows; files of version 1 still load):
 - four blobs at most, whatever the number of tensors: `indices` (uint8: every codebook tensor's indices
   bit-packed by `quads.compression.codebook.pack_indices`, little-endian bit stream, index i in bits
   [i*b, (i+1)*b), each tensor starting on a byte), `codebooks` (every codebook's 2^b centroids, float16 by
-  default or float32), `float16` (the 16-bit tensors) and `float32` (the float remainder: biases, norms, tensors kept
-  at 32 bits); an integer buffer goes to a blob named after its dtype (`int64`...);
+  default or float32; a tensor split into G groups has its G codebooks in a row), `float16` (the 16-bit
+  tensors) and `float32` (the float remainder: biases, norms, tensors kept at 32 bits); an integer buffer goes
+  to a blob named after its dtype (`int64`...);
 - the header's `__metadata__` holds one JSON document under the key "quads": `format` ("quads-packed"),
   `format_version`, `quads_version`, `codebook_dtype`, `tensors` (the compact table: one `[name, bits, shape]`
-  per tensor, plus the dtype for an integer buffer, in blob order: a tensor's place in its blobs is the sum of
-  the sizes before it), the user's `metadata` (architecture, front-end, labels...), and `sha256`, a digest of
-  that document and of every stored blob (name, dtype, shape, bytes), so any modification is detected.
+  per tensor, plus the dtype for an integer buffer or (version 3) the weights per group of a grouped tensor,
+  in blob order: a tensor's place in its blobs is the sum of the sizes before it), the user's `metadata`
+  (architecture, front-end, labels...), and `sha256`, a digest of that document and of every stored blob
+  (name, dtype, shape, bytes), so any modification is detected.
 
 One safetensors entry per tensor (version 1: `name.qidx`, `name.qcb`, `name`, and a dict per tensor in the
 table) cost ~200 bytes of header per tensor: 19 % of a 2-bit conv-200k file. Now the header is the table and
@@ -39,6 +41,8 @@ from quads.atomic import atomic_write_bytes
 from quads.compression.codebook import (
     FP16_BITS,
     QuantizedTensor,
+    group_count,
+    has_codebook,
     pack_indices,
     packed_size,
     validate_bits,
@@ -46,8 +50,9 @@ from quads.compression.codebook import (
 from quads.errors import ConfigError, QuadsError
 
 FORMAT = "quads-packed"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # written unless a tensor has grouped codebooks (GROUPED_VERSION), so older quads read it
+GROUPED_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_KEY = "quads"
 INDEX_BLOB = "indices"
 CODEBOOK_BLOB = "codebooks"
@@ -76,16 +81,23 @@ class PackedInfo:
 @dataclass(frozen=True)
 class TensorEntry:
     """One row of the tensor table: `dtype` is the stored one (float16 for 16 bits, the codebook's for 1-8 bits,
-    float32 or an integer dtype for 32 bits)."""
+    float32 or an integer dtype for 32 bits); `group_len` the weights per codebook (0: one codebook)."""
 
     name: str
     bits: int
     shape: tuple[int, ...]
     dtype: str
+    group_len: int = 0
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def codebook_values(self) -> int:
+        """Centroids the tensor stores: 2^b per codebook."""
+        groups = group_count(self.numel, self.group_len) if self.group_len else 1
+        return groups * 2**self.bits
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,7 @@ def theoretical_bytes(float_state: dict[str, Tensor], quantized: dict[str, Quant
         if tensor.bits == FP16_BITS:
             total += 2 * tensor.numel
         else:
-            total += packed_size(tensor.numel, tensor.bits) + codebook_value_bytes * 2**tensor.bits
+            total += packed_size(tensor.numel, tensor.bits) + codebook_value_bytes * tensor.groups * 2**tensor.bits
     for tensor in float_state.values():
         total += tensor.numel() * _float_storage_dtype(tensor).itemsize
     return total
@@ -173,11 +185,14 @@ def save_packed(path: str | Path, float_state: dict[str, Tensor], quantized: dic
     parts: dict[str, list[Tensor]] = {}  # blob name -> its pieces, in table order
     table: list[list] = []
     params_by_bits: dict[int, int] = {}
+    version = FORMAT_VERSION
 
     for name, qt in quantized.items():
         validate_bits(qt.bits)
         params_by_bits[qt.bits] = params_by_bits.get(qt.bits, 0) + qt.numel
-        table.append([name, qt.bits, list(qt.shape)])
+        grouped = has_codebook(qt.bits) and qt.groups > 1
+        table.append([name, qt.bits, list(qt.shape)] + ([qt.group_len] if grouped else []))
+        version = GROUPED_VERSION if grouped else version
         if qt.bits == FP16_BITS:
             assert qt.values is not None
             parts.setdefault("float16", []).append(qt.values.detach().cpu().to(torch.float16).reshape(-1))
@@ -200,7 +215,7 @@ def save_packed(path: str | Path, float_state: dict[str, Tensor], quantized: dic
 
     document = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "quads_version": __version__,
         "codebook_dtype": codebook_dtype,
         "tensors": table,

@@ -122,18 +122,22 @@ def read_packed_metadata(path: str | Path) -> dict:
 
 def tensor_entries(document: dict, path: str | Path = "model file") -> list[TensorEntry]:
     """The tensor table of a document from `read_packed_header`, in stored order, for either format version."""
-    version1 = document["format_version"] == 1
-    rows = document["tensors"].items() if version1 else enumerate(document["tensors"])
+    version = document["format_version"]
+    rows = document["tensors"].items() if version == 1 else enumerate(document["tensors"])
     entries = []
     for key, row in rows:
+        group_len = 0
         try:
-            if version1:
+            if version == 1:
                 assert isinstance(row, dict)
                 name, bits, shape, dtype = key, row["bits"], row["shape"], row.get("dtype", "float32")
             else:
                 assert isinstance(row, list) and len(row) in (3, 4)
                 name, bits, shape = row[:3]
                 dtype = row[3] if len(row) == 4 else "float32"
+                if len(row) == 4 and has_codebook(bits):  # version 3: the weights per codebook group
+                    assert version >= 3 and isinstance(dtype, int) and not isinstance(dtype, bool) and dtype > 0
+                    group_len, dtype = dtype, "float32"
             assert isinstance(name, str) and isinstance(shape, list) and isinstance(dtype, str)
             assert all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
             validate_bits(bits)
@@ -145,7 +149,7 @@ def tensor_entries(document: dict, path: str | Path = "model file") -> list[Tens
             dtype = document["codebook_dtype"]
         elif not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ModelFileError(f"{path}: damaged model file (tensor {name!r} has dtype {dtype!r})")
-        entries.append(TensorEntry(name, bits, tuple(shape), dtype))
+        entries.append(TensorEntry(name, bits, tuple(shape), dtype, group_len))
     return entries
 
 
@@ -185,7 +189,7 @@ def _decode_version1(path: Path, entries: list[TensorEntry], tensors: dict[str, 
 
 def _decode_version2(path: Path, entries: list[TensorEntry], tensors: dict[str, Tensor]
                      ) -> tuple[dict[str, QuantizedTensor], dict[str, Tensor]]:
-    """Version 2: each tensor takes the next slice of its blobs, in table order."""
+    """Versions 2 and 3: each tensor takes the next slice of its blobs, in table order."""
     needed: dict[str, tuple[str, int]] = {}  # blob -> (its dtype, values the table asks of it)
 
     def need(blob: str, dtype: str, count: int) -> None:
@@ -194,7 +198,7 @@ def _decode_version2(path: Path, entries: list[TensorEntry], tensors: dict[str, 
     for entry in entries:
         if has_codebook(entry.bits):
             need(INDEX_BLOB, "uint8", packed_size(entry.numel, entry.bits))
-            need(CODEBOOK_BLOB, entry.dtype, 2**entry.bits)
+            need(CODEBOOK_BLOB, entry.dtype, entry.codebook_values)
         else:
             need(entry.dtype, entry.dtype, entry.numel)
     for blob, (dtype, count) in needed.items():
@@ -222,9 +226,10 @@ def _decode_version2(path: Path, entries: list[TensorEntry], tensors: dict[str, 
             raise ModelFileError(f"{path}: damaged model file (tensor {entry.name!r} is listed twice)")
         if has_codebook(entry.bits):
             packed = take(INDEX_BLOB, packed_size(entry.numel, entry.bits))
-            centroids = take(CODEBOOK_BLOB, 2**entry.bits).float()
+            centroids = take(CODEBOOK_BLOB, entry.codebook_values).float()
             quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape, centroids=centroids,
-                                                    indices=unpack_indices(packed, entry.bits, entry.numel))
+                                                    indices=unpack_indices(packed, entry.bits, entry.numel),
+                                                    group_len=entry.group_len)
         elif entry.bits == FP16_BITS:
             quantized[entry.name] = QuantizedTensor(entry.bits, entry.shape, values=take("float16", entry.numel))
         else:

@@ -42,8 +42,11 @@ from torch import Tensor, nn
 from quads.compression.codebook import (
     FP16_BITS,
     QuantizedTensor,
-    assign_to_codebook,
-    fit_codebook,
+    assign_to_group_codebooks,
+    fit_group_codebooks,
+    group_count,
+    group_length,
+    group_offsets,
     has_codebook,
     validate_bits,
 )
@@ -56,13 +59,18 @@ STATE_FORMAT = 1  # version of CodebookQuantizer.state_dict()
 
 @dataclass
 class _TensorState:
-    """Per-tensor training state: the parameter, its width and (codebook widths) centroids/assignments."""
+    """Per-tensor training state: the parameter, its width and (codebook widths) centroids/assignments.
+
+    A tensor split into groups (`group_len` weights each, 0 = one codebook) keeps its groups' codebooks
+    concatenated and each weight's index into that concatenation, so snapping and cluster means are one
+    gather and one scatter whatever the number of groups; the stored form has b-bit indices per group."""
 
     param: nn.Parameter
     bits: int
-    centroids: Tensor | None = None  # float32 [2^b] on the parameter's device
-    indices: Tensor | None = None  # int64 [numel] on the parameter's device, fixed within a stage
-    counts: Tensor | None = None  # int64 [2^b] members per cluster (constant while indices are)
+    group_len: int = 0
+    centroids: Tensor | None = None  # float32 [G * 2^b] on the parameter's device
+    indices: Tensor | None = None  # int64 [numel] into centroids, on the parameter's device, fixed within a stage
+    counts: Tensor | None = None  # int64 [G * 2^b] members per cluster (constant while indices are)
     variance: Tensor | None = None  # float32 scalar: the weights' variance when the codebook was fitted
     latent: Tensor | None = None  # buffer holding the latent weights while snapped ones are swapped in
 
@@ -81,6 +89,18 @@ class _TensorState:
             device = self.param.device
             self.centroids, self.indices, self.counts, self.variance = (
                 t.to(device) for t in (self.centroids, self.indices, self.counts, self.variance))
+
+    def global_indices(self, local: Tensor) -> Tensor:
+        """Indices into each weight's own group codebook -> indices into the concatenated centroids."""
+        local = local.reshape(-1).to(device=self.param.device, dtype=torch.int64)
+        if not self.group_len:
+            return local
+        return local + group_offsets(local.numel(), self.group_len, 2**self.bits, local.device)
+
+    def local_indices(self) -> Tensor:
+        """uint8 [numel]: each weight's index into its own group's 2^b centroids (the stored form)."""
+        assert self.indices is not None
+        return (self.indices % 2**self.bits).to(torch.uint8)
 
     def normalised_distance(self) -> Tensor:
         """(w - c[a]) / var: the per-weight pull of the centroid term before the 2 lambda / T factor."""
@@ -113,14 +133,14 @@ class CodebookQuantizer:
         return {name: state.bits for name, state in self._states.items()}
 
     def centroids(self, name: str) -> Tensor:
-        """A copy of the current codebook of parameter `name` (float32 [2^b])."""
+        """A copy of the current codebook of parameter `name` (float32 [2^b]; [G * 2^b] for G groups)."""
         state = self._states[name]
         if state.centroids is None:
             raise KeyError(f"{name} has no codebook ({state.bits}-bit)")
         return state.centroids.clone()
 
     def assignments(self, name: str) -> Tensor:
-        """A copy of the cluster index of each weight of parameter `name` (int64 [numel])."""
+        """A copy of the cluster index of each weight of parameter `name` (int64 [numel], into `centroids`)."""
         state = self._states[name]
         if state.indices is None:
             raise KeyError(f"{name} has no codebook ({state.bits}-bit)")
@@ -139,11 +159,12 @@ class CodebookQuantizer:
         for state in self._states.values():
             if not has_codebook(state.bits):
                 continue
-            codebook = fit_codebook(state.param.detach(), state.bits, iterations=self.spec.iterations)
-            device = state.param.device
-            state.centroids = codebook.centroids.to(device=device, dtype=torch.float32)
-            state.indices = codebook.indices.to(device=device, dtype=torch.int64)
-            state.counts = torch.bincount(state.indices, minlength=2**state.bits)
+            group_len = group_length(state.param.shape, self.spec.weights_per_centroid * 2**state.bits)
+            codebook = fit_group_codebooks(state.param.detach(), state.bits, group_len, self.spec.iterations)
+            state.group_len = codebook.group_len
+            state.centroids = codebook.centroids.to(device=state.param.device, dtype=torch.float32)
+            state.indices = state.global_indices(codebook.indices)
+            state.counts = torch.bincount(state.indices, minlength=state.centroids.numel())
             state.variance = weight_variance(state.param)
 
     @torch.no_grad()
@@ -157,11 +178,12 @@ class CodebookQuantizer:
             if state.centroids is None:
                 continue
             state.follow_device()
-            indices = assign_to_codebook(state.param.detach().reshape(-1), state.centroids)
+            group_len = state.group_len or state.param.numel()
+            indices = state.global_indices(assign_to_group_codebooks(state.param, state.centroids, group_len))
             changed += int((indices != state.indices).sum())
             total += indices.numel()
             state.indices = indices
-            state.counts = torch.bincount(indices, minlength=2**state.bits)
+            state.counts = torch.bincount(indices, minlength=state.centroids.numel())
             state.centroids = cluster_means(state.param, indices, state.centroids, state.counts)
         return changed / total if total else 0.0
 
@@ -291,8 +313,8 @@ class CodebookQuantizer:
             "bits": self.bits,
             "centroids": {n: s.centroids.detach().cpu().clone() for n, s in self._states.items()
                           if s.centroids is not None},
-            "indices": {n: s.indices.detach().cpu().to(torch.uint8) for n, s in self._states.items()
-                        if s.indices is not None},
+            "indices": {n: s.local_indices().cpu() for n, s in self._states.items() if s.indices is not None},
+            "group_lens": {n: s.group_len for n, s in self._states.items() if s.group_len},
             "variances": {n: s.variance.detach().cpu().clone() for n, s in self._states.items()
                           if s.variance is not None},
         }
@@ -319,19 +341,21 @@ class CodebookQuantizer:
             if name not in params:
                 raise ConfigError(f"the saved quantizer state quantizes {name!r}, which this model does not have")
             param = params[name]
-            states[name] = tensor_state = _TensorState(param, bits)
+            group_len = int(state.get("group_lens", {}).get(name, 0))
+            states[name] = tensor_state = _TensorState(param, bits, group_len)
             if not has_codebook(bits):
                 continue
             centroids, indices = state["centroids"].get(name), state["indices"].get(name)
-            if centroids is None or indices is None or centroids.numel() != 2**bits \
-                    or indices.numel() != param.numel():
+            groups = group_count(param.numel(), group_len) if group_len > 0 else 1
+            if centroids is None or indices is None or centroids.numel() != groups * 2**bits \
+                    or indices.numel() != param.numel() or group_len < 0:
                 raise ConfigError(f"{name}: the saved codebook is missing or does not fit the parameter "
-                                  f"({param.numel()} weights, {bits} bits)")
-            tensor_state.centroids = centroids.to(device=param.device, dtype=torch.float32).clone()
-            tensor_state.indices = indices.to(device=param.device, dtype=torch.int64).reshape(-1)
-            if int(tensor_state.indices.max()) >= 2**bits:
+                                  f"({param.numel()} weights, {bits} bits, {groups} codebooks)")
+            if int(indices.max()) >= 2**bits:
                 raise ConfigError(f"{name}: saved assignments point past its {2**bits}-entry codebook")
-            tensor_state.counts = torch.bincount(tensor_state.indices, minlength=2**bits)
+            tensor_state.centroids = centroids.to(device=param.device, dtype=torch.float32).clone()
+            tensor_state.indices = tensor_state.global_indices(indices)
+            tensor_state.counts = torch.bincount(tensor_state.indices, minlength=tensor_state.centroids.numel())
             variance = state.get("variances", {}).get(name)  # absent in files written before the variance
             tensor_state.variance = (weight_variance(param) if variance is None
                                      else variance.to(device=param.device, dtype=torch.float32).clone())
@@ -350,8 +374,9 @@ class CodebookQuantizer:
                 exported[name] = QuantizedTensor(FP16_BITS, shape, values=state.param.detach().cpu().half())
             else:
                 assert state.indices is not None and state.centroids is not None
-                exported[name] = QuantizedTensor(state.bits, shape, indices=state.indices.cpu().to(torch.uint8),
-                                                 centroids=state.centroids.detach().cpu().clone())
+                exported[name] = QuantizedTensor(state.bits, shape, indices=state.local_indices().cpu(),
+                                                 centroids=state.centroids.detach().cpu().clone(),
+                                                 group_len=state.group_len)
         return exported
 
     def summary(self, codebook_bytes_per_value: int = 2) -> dict:
@@ -365,7 +390,8 @@ class CodebookQuantizer:
             if state.bits == FP16_BITS:
                 size += 2 * numel
             else:
-                size += math.ceil(numel * state.bits / 8) + codebook_bytes_per_value * 2**state.bits
+                groups = group_count(numel, state.group_len) if state.group_len else 1
+                size += math.ceil(numel * state.bits / 8) + codebook_bytes_per_value * groups * 2**state.bits
         float_elements = 0
         for name, tensor in self._model.state_dict().items():
             if name not in self._states:

@@ -28,7 +28,10 @@ class QuantizationSpec:
     and norm weights stay float), minus those matching an `exclude` pattern.
     A tensor with fewer than `min_numel_per_centroid * 2^b` elements is kept float with a warning: with fewer
     than a few weights per centroid the codebook costs about as much as it saves and hardly constrains them.
-    `iterations` bounds the Lloyd iterations of each k-means fit.
+    `iterations` bounds the Lloyd iterations of each k-means fit. `weights_per_centroid` 0 gives each tensor one
+    codebook; N > 0 splits a b-bit tensor into runs of whole rows of about N * 2^b weights
+    (`quads.compression.codebook.group_length`), each with its own codebook: a float16 codebook then costs about
+    16 / (N * b) of the bytes of its indices, whatever the width.
     """
 
     bits: int = 4
@@ -38,6 +41,7 @@ class QuantizationSpec:
     exclude: list[str] = field(default_factory=list)
     iterations: int = 25
     min_numel_per_centroid: int = 4
+    weights_per_centroid: int = 0
 
     def __post_init__(self) -> None:
         validate_bits(self.bits)
@@ -49,6 +53,9 @@ class QuantizationSpec:
                     raise ConfigError(f"{key}[{pattern!r}]: {error}") from None
         if self.iterations < 1:
             raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
+        if self.weights_per_centroid < 0:
+            raise ConfigError(f"weights_per_centroid must be 0 (one codebook per tensor) or positive, "
+                              f"got {self.weights_per_centroid}")
 
     def bits_for(self, name: str) -> int:
         """The width for parameter `name`: the first matching per_layer pattern, else `bits`; raised to the

@@ -9,6 +9,9 @@ applied to [B, T, C] into a MatMul by a transposed, constant-folded weight), is 
 - `NAME.codebook`: float32 [2^b];
 - nodes rebuilding the weight under the initializer's old name, so its consumers do not change: BitShift left then
   right isolates each field (no BitwiseAnd, which needs opset 18), Cast to int64, Gather the codebook, Reshape.
+  A tensor with one codebook per group of rows stores them concatenated ([G * 2^b]); each index is offset by its
+  group's start (Range, Div, Mul: constants onnxruntime folds) before the Gather, and a transposed use gets a
+  Transpose after the Reshape.
 A 16-bit weight becomes a float16 initializer and a Cast. onnxruntime folds these constant subgraphs once when it
 creates the session, so inference runs at the float model's speed.
 
@@ -96,6 +99,9 @@ class _Builder:
             self.node("Cast", [self.constant(f"{prefix}.float16", values)], output, to=TensorProto.FLOAT)
             return
         assert tensor.indices is not None and tensor.centroids is not None
+        if tensor.groups > 1:
+            self._grouped_weight(output, match)
+            return
         indices = tensor.indices.reshape(tensor.shape)
         indices = (indices.T if match.transposed else indices).reshape(-1)
         codebook = self.constant(f"{prefix}.codebook", tensor.centroids.float().numpy())
@@ -103,6 +109,27 @@ class _Builder:
         fields = self._unpack(prefix, packed, tensor.bits, indices.numel())
         gathered = self.node("Gather", [codebook, self.node("Cast", [fields], to=TensorProto.INT64)])
         self.node("Reshape", [gathered, shape_name], output)
+
+    def _grouped_weight(self, output: str, match: _Match) -> None:
+        """A weight with a codebook per group: local indices + g * 2^b, Gather, Reshape (then Transpose if used so)."""
+        tensor, prefix = match.tensor, match.name
+        assert tensor.indices is not None and tensor.centroids is not None
+        numel, bits = tensor.numel, tensor.bits
+        codebook = self.constant(f"{prefix}.codebook", tensor.centroids.float().numpy())
+        fields = self._unpack(prefix, pack_indices(tensor.indices, bits).numpy(), bits, numel)
+        position = self.node("Range", [self.constant("group/start", np.array(0, dtype=np.int64)),
+                                       self.constant(f"{prefix}.count", np.array(numel, dtype=np.int64)),
+                                       self.constant("group/step", np.array(1, dtype=np.int64))])
+        group = self.node("Div", [position, self.constant(f"{prefix}.group_len",
+                                                          np.array(tensor.group_len, dtype=np.int64))])
+        start = self.node("Mul", [group, self.constant(f"group/{bits}.size", np.array(2**bits, dtype=np.int64))])
+        index = self.node("Add", [self.node("Cast", [fields], to=TensorProto.INT64), start])
+        shape = self.constant(f"{prefix}.shape", np.array(tensor.shape, dtype=np.int64))
+        gathered = self.node("Gather", [codebook, index])
+        if not match.transposed:
+            self.node("Reshape", [gathered, shape], output)
+            return
+        self.node("Transpose", [self.node("Reshape", [gathered, shape])], output, perm=[1, 0])
 
     def _unpack(self, prefix: str, packed: np.ndarray, bits: int, numel: int) -> str:
         """uint8 indices, flat (maybe longer than numel when the packed bytes end in padding: then sliced)."""
