@@ -431,7 +431,8 @@ def test_group_codebooks_round_trip_in_a_version_3_file_and_plain_files_stay_ver
 def test_a_group_length_in_a_version_2_file_or_a_bad_one_is_a_damaged_file(tmp_path):
     torch.manual_seed(0)
     model = MixedWidths()
-    save_model(tmp_path / "m.quads", model, finished_quantizer(model, QuantizationSpec(bits=2, weights_per_centroid=16)))
+    grouped = finished_quantizer(model, QuantizationSpec(bits=2, weights_per_centroid=16))
+    save_model(tmp_path / "m.quads", model, grouped)
 
     def set_group(document, version, group_len):
         document["format_version"] = version
