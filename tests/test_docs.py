@@ -33,3 +33,4 @@ def test_method_quotes_the_configured_defaults():
     assert f"Default `{config.student.encoder}`" in method
     assert f"`quant.epochs = {config.quant.epochs}`" in method and f"`optim.epochs = {config.optim.epochs}`" in method
     assert f"`quant.low_bit_epochs = {config.quant.low_bit_epochs}`" in method
+    assert f"`quant.weights_per_centroid`, default {config.quant.weights_per_centroid}" in method

@@ -11,6 +11,7 @@ import torch
 from quads.cli import main
 from quads.commands.compress import compress, with_bits
 from quads.commands.export import export_run, export_run_onnx
+from quads.compression.codebook import group_length
 from quads.config import load_config
 from quads.runtime.model import load
 from quads.training.checkpoints import load_student
@@ -78,9 +79,12 @@ def test_quads_run_exports_a_file_that_predicts_exactly_like_the_trained_student
     assert student["bits"] == model.metadata["bits"] == 2
     for name, tensor in model.classifier.state_dict().items():
         assert torch.equal(tensor, student["model"][name]), name
+    weights_per_centroid = load_config(root / "quads2" / "config.yaml").quant.weights_per_centroid
+    assert weights_per_centroid > 0  # the default: group codebooks
     for name, tensor in model.classifier.state_dict().items():
-        if name.endswith("weight") and tensor.ndim > 1 and tensor.numel() >= 16:
-            assert tensor.unique().numel() <= 4, name
+        if name.endswith("weight") and tensor.ndim > 1 and tensor.numel() >= 16:  # 4 values per group's codebook
+            group_len = group_length(tensor.shape, weights_per_centroid * 2**2)
+            assert all(group.unique().numel() <= 4 for group in tensor.flatten().split(group_len)), name
     assert quads2.test_accuracy == summary["test_accuracy"]
     assert all(row["latent_spread"] > 0 for row in summary["history"] if row["stage"] == "quantize")
 
