@@ -1,9 +1,11 @@
 """ONNX with codebooks versus the dequantized (float) ONNX export: file size against the packed file, latency.
 
-    .venv/bin/python bench/bench_onnx.py [--model conv-200k] [--bits 4 2] [--repeats 200] [--frames 200]
+    .venv/bin/python bench/bench_onnx.py [--model conv-200k] [--bits 4 2] [--weights-per-centroid 256]
+                                         [--repeats 200] [--frames 200]
 
 Nothing is trained: the student is built with random weights (seed 0, the built-in corpus's 31 labels, 80 mels),
-quantized with `post_training_quantize(model, QuantizationSpec(bits=b))` and written with
+quantized with `post_training_quantize(model, QuantizationSpec(bits=b, weights_per_centroid=N))` (N: the default
+config's group codebooks unless `--weights-per-centroid` says otherwise; 0 = one codebook per tensor) and written with
 `quads.compression.packed.save_packed` and the metadata `quads export` writes; then
 `quads.commands.export.export_run_onnx` writes both ONNX files of that packed file (`--onnx`: codebooks;
 `--onnx-float`: dequantized), as the CLI does.
@@ -35,6 +37,7 @@ from quads.commands.export import export_run_onnx
 from quads.compression.packed import save_packed
 from quads.compression.quantize import post_training_quantize
 from quads.compression.spec import QuantizationSpec
+from quads.config import RunConfig
 from quads.models import build_student
 from quads.runtime.onnx_export import onnx_session
 
@@ -44,13 +47,14 @@ def command_labels() -> list[str]:
     return sorted({"_".join(row.split("\t")[1:4]) for row in rows})
 
 
-def write_packed(path: Path, model_name: str, bits: int) -> dict:
+def write_packed(path: Path, model_name: str, bits: int, weights_per_centroid: int) -> dict:
     labels = command_labels()
     torch.manual_seed(0)
     classifier = build_student(num_labels=len(labels), encoder=model_name, n_mels=80, head="mlp").eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tensors too small for an 8-bit codebook stay float
-        quantized = post_training_quantize(classifier, QuantizationSpec(bits=bits)).export()
+        spec = QuantizationSpec(bits=bits, weights_per_centroid=weights_per_centroid)
+        quantized = post_training_quantize(classifier, spec).export()
     float_state = {name: t for name, t in classifier.state_dict().items() if name not in quantized}
     metadata = {"architecture": classifier.config_dict(),
                 "frontend": {"n_mels": 80, "sample_rate": 16000, "n_fft": 400, "hop_length": 160},
@@ -87,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="conv-200k")
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
+    parser.add_argument("--weights-per-centroid", type=int, default=RunConfig().quant.weights_per_centroid)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--frames", type=int, default=200)
     args = parser.parse_args()
@@ -94,13 +99,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for bits in args.bits:
             packed = Path(folder) / f"{bits}.quads"
-            sizes = write_packed(packed, args.model, bits)
+            sizes = write_packed(packed, args.model, bits, args.weights_per_centroid)
             paths = {"codebook": Path(folder) / f"{bits}.onnx", "float": Path(folder) / f"{bits}-float.onnx"}
             difference = {name: export_run_onnx(packed, path, codebooks=name == "codebook")
                           for name, path in paths.items()}
             onnx_bytes = {name: path.stat().st_size for name, path in paths.items()}
             timing = time_sessions(paths, args.frames, args.repeats)
-            print(f"{args.model} {bits}-bit")
+            print(f"{args.model} {bits}-bit, {args.weights_per_centroid} weights per centroid")
             print(f"  packed file {sizes['file']:,} B, theoretical {sizes['theoretical']:,} B: "
                   f"{sizes['file'] / sizes['theoretical']:.3f}x (+{sizes['file'] - sizes['theoretical']:,} B)")
             for name in paths:
