@@ -113,12 +113,14 @@ class QuantConfig:
     centroid_weight: float = 1.0
     kmeans_iterations: int = 25
     # 0 = one codebook per tensor (the paper's). N = a b-bit tensor is split into runs of whole rows (output
-    # channels) of about N * 2^b weights, each with its own 2^b centroids: a float16 codebook costs 16 / (N * b) of
-    # its indices (3 % at N = 256 and 2 bits), and rows of different scales stop sharing one set of values.
-    # 256 rather than 0 (bench/README, "Group codebooks"): 2-bit QUADS on FSDD's real speakers 86.7 +- 2.8 ->
-    # 87.3 +- 1.8 % (3 seeds), long-sentence test 77.8 -> 84.4 %, built-in test 89.8 -> 91.2 %; 4-bit QUADS
-    # 91.4 +- 0.3 -> 90.5 +- 0.6 % on FSDD, 86.7 -> 90.0 % on the long sentences, 89.4 -> 89.6 % built-in.
-    weights_per_centroid: int = 256
+    # channels) of about N * 2^b weights, each with its own 2^b centroids: a float16 codebook costs at most
+    # 16 / (N * b) of its indices, and rows of different scales stop sharing one set of values. 64 rather than 256
+    # (bench/README, "Group codebooks"; 2-core Intel machine, distilled students reused): 2-bit QUADS on FSDD's
+    # real speakers 86.1 +- 1.9 -> 87.6 +- 1.8 % (3 seeds, every seed up), long-sentence test 86.7 -> 89.4 %,
+    # built-in test 91.2 -> 91.4 %; 4-bit QUADS 90.9 +- 0.6 -> 90.5 +- 0.3 % on FSDD, 85.6 -> 89.4 % on the long
+    # sentences, 91.6 -> 92.1 % built-in; files +2.9 % (2-bit) and +3.4 % (4-bit). 256 over 0 had already
+    # moved 2-bit QUADS 89.8 -> 91.2 % built-in and 77.8 -> 84.4 % on the long sentences.
+    weights_per_centroid: int = 64
     schedule: list[list[Any]] = field(default_factory=list)  # [[phase, epochs], ...]; empty = schedule_for's
     # Where quantizing recipes start: "pretrained" = from the fp32 student (distilled for QUADS and sequential,
     # CE-only for QAT) and train `epochs` more; "scratch" = from random weights over optim.epochs (the paper's
