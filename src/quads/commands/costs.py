@@ -102,13 +102,16 @@ def architecture_for_length(classifier: torch.nn.Module, frames: int) -> torch.n
 @torch.inference_mode()
 def measure_latency(model: torch.nn.Module, waveforms: Sequence[np.ndarray], progress: bool = False
                     ) -> tuple[float, float]:
-    """Median and 90th-percentile milliseconds for one utterance: front-end + classifier, batch size 1."""
+    """Median and 90th-percentile milliseconds for one utterance: front-end (+ the scored window of a packed
+    model) + classifier, batch size 1."""
     if not waveforms:
         raise ValueError("latency needs at least one waveform")
 
     def one(waveform: np.ndarray) -> None:
         samples = torch.from_numpy(waveform)[None]
         features, mask = model.frontend(samples, torch.tensor([samples.shape[1]]))
+        if hasattr(model, "scored_features"):  # a PackedModel: trimmed and windowed as it predicts
+            features, mask, _ = model.scored_features(features, mask)
         model.classifier(features, mask)
 
     for waveform in waveforms[:LATENCY_WARMUP_RUNS]:

@@ -54,6 +54,7 @@ from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.runtime.model import load
+from quads.runtime.speech_window import max_input_frames, scored_windows
 from quads.training.batches import ExampleSet
 from quads.training.inference import predict_logits
 
@@ -239,13 +240,18 @@ def warn_about_inputs(utterances: Sequence[Utterance], sample_rate: int) -> None
 
 def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "test", *,
                         cache_dir: str | Path | None = None, latency_samples: int = 50,
-                        batch_size: int = BATCH_SIZE, progress: bool = True) -> EvaluationResult:
+                        batch_size: int = BATCH_SIZE, progress: bool = True,
+                        as_recorded: bool = False) -> EvaluationResult:
     """Score a packed model file on a split of a corpus folder (FSC / SLURP layout) or a manifest CSV.
 
     `cache_dir`: a feature cache folder (`quads.features.FeatureCache`) to reuse log-mels; None computes them.
     `latency_samples`: utterances timed for CPU latency (0 skips the measurement).
+    `as_recorded`: score every clip whole, as the runtime does with `score_window = False`; by default long
+    pauses are trimmed and over-long clips cut to their loudest window, as the runtime does
+    (`quads.runtime.speech_window`).
     """
     model = load(model_path)
+    model.score_window = not as_recorded
     utterances, _ = load_evaluation_split(data, split, model.labels)
     label_map = LabelMap(model.labels)
     truth = [label_map.encode(utterance.label) for utterance in utterances]
@@ -253,6 +259,14 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     warn_about_inputs(utterances, model.frontend_config.sample_rate)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     features = compute_features(utterances, model.frontend_config, cache, batch_size=batch_size, progress=progress)
+    frontend, cropped = model.frontend_config, []
+    if model.score_window:
+        features, cropped = scored_windows(features, frontend.sample_rate / frontend.hop_length,
+                                           max_input_frames(model.classifier))
+    if cropped:
+        warnings.warn(f"{len(cropped)} of {len(utterances)} audio files (e.g. {utterances[cropped[0]].path}) are "
+                      f"longer than the {model.max_seconds:g} s the model hears at once, even with their pauses "
+                      f"trimmed; each was scored on its loudest {model.max_seconds:g} s", AudioWarning, stacklevel=2)
     predicted = predict_features(model.classifier, features, batch_size, progress)
     accuracy, macro_f1, intents, per_intent, confusion = score_predictions(truth, predicted, model.labels)
 
@@ -367,6 +381,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="utterances per scoring batch")
     parser.add_argument("--threads", type=int, help="torch CPU threads for scoring and latency (default: torch's; "
                         "1 gives the steadiest latency on a shared machine)")
+    parser.add_argument("--as-recorded", action="store_true", help="score every clip whole (default: silences "
+                        "longer than any training clip has are trimmed, and a clip longer than the model hears at "
+                        "once is cut to its loudest window, as `quads predict` and the runtime do)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -377,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = evaluate_model_file(args.model, args.data, args.split, cache_dir=args.cache,
                                  latency_samples=args.latency_samples, batch_size=args.batch_size,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, as_recorded=args.as_recorded)
     atomic_write_text(args.json, result.to_json() + "\n")
     print(result.summary())
     print(f"wrote {args.json}")

@@ -25,6 +25,7 @@ class Encoder(nn.Module, abc.ABC):
 
     embed_dim: int
     n_mels: int
+    max_input_frames: int | None = None  # the longest input in log-mel frames (None: any length)
 
     @abc.abstractmethod
     def forward(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -144,7 +144,7 @@ class WhisperTeacherEncoder(Encoder):
     def forward(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         check_features(features, mask, self.n_mels, "Whisper encoder")
         stock = self.encoder
-        max_frames = stock.max_source_positions * 2
+        max_frames = self.max_input_frames
         if features.shape[-1] > max_frames:
             raise ConfigError(
                 f"Whisper encoder: input of {features.shape[-1]} frames is longer than its {max_frames} "
@@ -160,6 +160,11 @@ class WhisperTeacherEncoder(Encoder):
         for layer in stock.layers:
             x = layer(x, bias)
         return stock.layer_norm(x), frame_mask
+
+    @property
+    def max_input_frames(self) -> int:
+        """The longest input in log-mel frames: two per row of the position table (the conv stem halves time)."""
+        return int(self.encoder.max_source_positions) * 2
 
     def freeze(self) -> WhisperTeacherEncoder:
         """No gradients and evaluation mode for good (a later `.train()` leaves a frozen encoder in eval)."""

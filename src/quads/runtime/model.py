@@ -6,6 +6,7 @@ quads' own code, so a model file can never execute anything.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from quads.audio import (
+    AudioWarning,
     FrontEndConfig,
     LogMelSpectrogram,
     audio_sample_rate,
@@ -27,6 +29,7 @@ from quads.compression.file_checks import check_model_metadata, check_model_stat
 from quads.compression.packed import ModelFileError
 from quads.compression.packed_reader import load_packed, read_packed_header
 from quads.errors import QuadsError
+from quads.runtime.speech_window import max_input_frames, scored_window
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,54 @@ class PackedModel(nn.Module):
         self.frontend = LogMelSpectrogram(frontend_config)
         self.labels = labels
         self.metadata = metadata
+        # True: long pauses trimmed and over-long clips cut to their loudest window (`quads.runtime.speech_window`);
+        # False: every clip scored exactly as recorded (one longer than the encoder's window is then an error)
+        self.score_window = True
 
     def forward(self, features: Tensor, mask: Tensor):
         return self.classifier(features, mask)
 
-    @torch.no_grad()
-    def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
+    @property
+    def max_seconds(self) -> float | None:
+        """The longest audio the model hears at once (a Whisper student's position table); None: any length.
+        Longer audio is scored on its loudest window of this length (`quads.runtime.speech_window`)."""
+        frames = max_input_frames(self.classifier)
+        return None if frames is None else frames * self.frontend_config.hop_length / self.frontend_config.sample_rate
+
+    def scored_features(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The frames of a padded batch the model scores (`quads.runtime.speech_window.scored_window`; all of them
+        when `score_window` is False), and which rows were cut to the longest window it hears."""
+        if not self.score_window:
+            return features, mask, torch.zeros(features.shape[0], dtype=torch.bool)
         config = self.frontend_config
-        for index, waveform in enumerate(waveforms):
-            check_min_samples(np.asarray(waveform), f"waveform {index}", config.hop_length, config.sample_rate)
+        return scored_window(features, mask, config.sample_rate / config.hop_length, max_input_frames(self.classifier))
+
+    def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
+        """The best `top_k` intents for each mono float waveform at the front-end's sample rate."""
+        return self._predict(waveforms, [f"waveform {index}" for index in range(len(waveforms))], top_k)
+
+    def predict_files(self, paths: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
+        """The best `top_k` intents for each audio file (any rate, mono or multichannel)."""
+        rate, waveforms = self.frontend_config.sample_rate, []
+        for path in paths:
+            waveform = load_audio(path, rate)
+            check_min_samples(waveform, path, self.frontend_config.hop_length, rate)
+            warn_if_misleading(path, audio_sample_rate(path), len(waveform), rate)
+            waveforms.append(waveform)
+        return self._predict(waveforms, [str(path) for path in paths], top_k)
+
+    def _predict(self, waveforms: Sequence[np.ndarray], names: Sequence[str], top_k: int) -> list[Prediction]:
+        config = self.frontend_config
+        for name, waveform in zip(names, waveforms, strict=True):
+            check_min_samples(np.asarray(waveform), name, config.hop_length, config.sample_rate)
         padded, lengths = pad_batch(list(waveforms))
-        features, mask = self.frontend(padded, lengths)
-        probabilities = torch.softmax(self.classifier(features, mask).logits, dim=-1)
+        with torch.no_grad():
+            features, mask = self.frontend(padded, lengths)
+            features, mask, cropped = self.scored_features(features, mask)
+            for name, waveform, cut in zip(names, waveforms, cropped.tolist(), strict=True):
+                if cut:
+                    warn_cropped(name, len(waveform) / config.sample_rate, self.max_seconds or 0.0)
+            probabilities = torch.softmax(self.classifier(features, mask).logits, dim=-1)
         best = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
         return [
             Prediction(self.labels[int(indices[0])], float(values[0]),
@@ -65,14 +104,12 @@ class PackedModel(nn.Module):
             for values, indices in zip(best.values, best.indices, strict=True)
         ]
 
-    def predict_files(self, paths: Sequence[str | Path], top_k: int = 3) -> list[Prediction]:
-        rate, waveforms = self.frontend_config.sample_rate, []
-        for path in paths:
-            waveform = load_audio(path, rate)
-            check_min_samples(waveform, path, self.frontend_config.hop_length, rate)
-            warn_if_misleading(path, audio_sample_rate(path), len(waveform), rate)
-            waveforms.append(waveform)
-        return self.predict_waveforms(waveforms, top_k)
+
+def warn_cropped(name: str, seconds: float, window_seconds: float) -> None:
+    """The warning for audio longer than the model hears at once."""
+    warnings.warn(f"{name}: {seconds:.1f} s long, longer than the {window_seconds:g} s this model hears at once "
+                  f"even with its pauses trimmed; scored on its loudest {window_seconds:g} s", AudioWarning,
+                  stacklevel=4)
 
 
 def load(path: str | Path) -> PackedModel:
