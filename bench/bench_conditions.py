@@ -45,11 +45,12 @@ def quieter(db: float) -> Condition:
     return lambda audio, rng: audio * 10 ** (-db / 20)
 
 
-def lead_in(seconds: float) -> Condition:
-    """`seconds` of room noise before the clip (and under it), ROOM_NOISE_DB below its speech power."""
+def lead_in(seconds: float, tail: float = 0.0, noise_db: float = ROOM_NOISE_DB) -> Condition:
+    """`seconds` of room noise before the clip, `tail` seconds after it (and under it), `noise_db` below its
+    speech power."""
     def delayed(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        padded = np.concatenate([np.zeros(int(seconds * SAMPLE_RATE)), audio])
-        return padded + noise_below_speech(audio, ROOM_NOISE_DB, padded.size, rng)
+        padded = np.concatenate([np.zeros(int(seconds * SAMPLE_RATE)), audio, np.zeros(int(tail * SAMPLE_RATE))])
+        return padded + noise_below_speech(audio, noise_db, padded.size, rng)
     return delayed
 
 
@@ -60,7 +61,9 @@ def white_noise(snr_db: float) -> Condition:
 CONDITIONS: dict[str, Condition] = {
     "as recorded": lambda audio, rng: audio,
     "12 dB quieter": quieter(12), "20 dB quieter": quieter(20), "30 dB quieter": quieter(30),
-    "0.75 s lead-in": lead_in(0.75), "1.5 s lead-in": lead_in(1.5),
+    "0.75 s lead-in": lead_in(0.75), "1.5 s lead-in": lead_in(1.5), "3 s lead-in": lead_in(3.0),
+    "1.5 s lead-in, 3 s tail": lead_in(1.5, tail=3.0),
+    "3 s lead-in, 1 s tail, noise 25 dB under": lead_in(3.0, tail=1.0, noise_db=25.0),
     "phone band (300-3400 Hz)": lambda audio, rng: band_pass(audio, 300.0, 3400.0, SAMPLE_RATE),
     "white noise, 10 dB SNR": white_noise(10), "white noise, 5 dB SNR": white_noise(5),
 }
@@ -79,10 +82,16 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="corpus folder or manifest CSV (default: the built-in corpus)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--as-recorded", action="store_true", help="also score each file on every clip whole "
+                        "(`score_window = False`: no pause trimmed), in a column of its own")
     args = parser.parse_args()
     started = time.perf_counter()
     data = args.data or default_corpus_dir()
     models = {str(path): load(path) for path in args.models}
+    if args.as_recorded:
+        for path in args.models:
+            models[f"{path}, as recorded"] = whole = load(path)
+            whole.score_window = False
     for model in models.values():  # every file must know every label of the split (a clear error otherwise)
         utterances, _ = load_evaluation_split(data, args.split, model.labels)
     clips = [load_audio(u.path, SAMPLE_RATE) for u in utterances]  # read once, transformed once per condition
