@@ -19,6 +19,7 @@ from quads.compression.quantize import post_training_quantize
 from quads.compression.spec import QuantizationSpec
 from quads.errors import ConfigError
 from quads.models import build_classifier
+from quads.runtime.level import TRAINED_PEAKS, TYPICAL_PEAK, clip_peaks, level_into_range
 from quads.runtime.model import load
 from quads.runtime.speech_window import (
     LEAD_SECONDS,
@@ -141,3 +142,25 @@ def test_quads_eval_scores_a_too_long_file_instead_of_failing(tmp_path):
     assert result.utterances == 2
     with pytest.raises(ConfigError, match="longer than its 100"):
         evaluate_model_file(model, manifest, latency_samples=0, progress=False, as_recorded=True)
+
+
+def test_a_quiet_or_loud_recording_is_scored_at_a_training_level_and_a_typical_one_as_it_is():
+    typical = features_of(burst(lead=0.2, speech=1.0, trail=0.2))
+    peak = float(clip_peaks(*typical)[0])
+    assert TRAINED_PEAKS[0] <= peak <= TRAINED_PEAKS[1]
+    assert level_into_range(*typical) is typical[0]
+    for gain_db in (-40.0, 20.0):  # 30 dB quieter than any training clip / louder than the loudest
+        wave = burst(lead=0.2, speech=1.0, trail=0.2) * 10 ** (gain_db / 20)
+        features, mask = features_of(wave.astype(np.float32))
+        moved = level_into_range(features, mask)
+        assert float(clip_peaks(moved, mask)[0]) == pytest.approx(TYPICAL_PEAK, abs=1e-4)
+        assert torch.allclose(moved - features, torch.full_like(features, (TYPICAL_PEAK - float(
+            clip_peaks(features, mask)[0])) / 4.0), atol=1e-5)  # a gain: every feature shifted alike
+
+
+def test_a_gain_on_the_waveform_does_not_change_what_the_runtime_hears_outside_the_training_levels(tmp_path):
+    model = load(tiny_whisper_file(tmp_path / "m.quads", positions=500))
+    wave = burst(lead=0.2, speech=1.0, trail=0.2, seed=8)
+    quiet, quieter = (wave * 10 ** (db / 20) for db in (-40.0, -55.0))
+    first, second = model.predict_waveforms([quiet.astype(np.float32), quieter.astype(np.float32)])
+    assert np.allclose([p for _, p in first.top], [p for _, p in second.top], atol=1e-3)

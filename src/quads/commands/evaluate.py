@@ -246,9 +246,9 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
 
     `cache_dir`: a feature cache folder (`quads.features.FeatureCache`) to reuse log-mels; None computes them.
     `latency_samples`: utterances timed for CPU latency (0 skips the measurement).
-    `as_recorded`: score every clip whole, as the runtime does with `score_window = False`; by default long
-    pauses are trimmed and over-long clips cut to their loudest window, as the runtime does
-    (`quads.runtime.speech_window`).
+    `as_recorded`: score every clip whole and at its own level, as the runtime does with `score_window = False`;
+    by default long pauses are trimmed, a level outside the training clips' is moved into it and over-long clips
+    are cut to their loudest window, as the runtime does (`quads.runtime.speech_window`).
     """
     model = load(model_path)
     model.score_window = not as_recorded
@@ -381,9 +381,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="utterances per scoring batch")
     parser.add_argument("--threads", type=int, help="torch CPU threads for scoring and latency (default: torch's; "
                         "1 gives the steadiest latency on a shared machine)")
-    parser.add_argument("--as-recorded", action="store_true", help="score every clip whole (default: silences "
-                        "longer than any training clip has are trimmed, and a clip longer than the model hears at "
-                        "once is cut to its loudest window, as `quads predict` and the runtime do)")
+    parser.add_argument("--as-recorded", action="store_true", help="score every clip whole, at its own level "
+                        "(default: silences longer than any training clip has are trimmed, a level outside the "
+                        "training clips' is moved into it, and a clip longer than the model hears at once is cut to "
+                        "its loudest window, as `quads predict` and the runtime do)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -38,7 +38,8 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 DIGIT_CORPORA = {"room": "digits-v3", "light": "digits-v1", "none": "digits-v1-clean"}
 PIPER_DIGIT_CORPORA = ("room",)  # the levels whose corpus adds the piper voice's speakers (v1 ones predate it)
 UTTERANCES_PER_DIGIT = 3  # per synthetic speaker: 48 x 10 x 3 = 1,440 utterances
-SCORES_FILE = "fsdd-scores.json"  # "model sha256:recordings-list sha256" -> [FSDD accuracy, FSDD macro-F1]
+SCORES_FILE = "fsdd-scores.json"  # "model sha256:recordings-list sha256:SCORING" -> [FSDD accuracy, macro-F1]
+SCORING = "scored-window-1"  # how files are scored (`quads.runtime.speech_window`): a change rescores them
 
 
 def fsdd_candidates() -> list[Path]:
@@ -130,7 +131,7 @@ def fsdd_rows(config: RunConfig, cells: list[Cell], out_dir: str | Path, recordi
     scores = _read_scores(scores_file)
     manifest_hash = file_sha256(manifest)
     for row in rows[1:]:
-        key = f"{file_sha256(Path(row['model_file']))}:{manifest_hash}"
+        key = f"{file_sha256(Path(row['model_file']))}:{manifest_hash}:{SCORING}"
         if key not in scores:
             evaluation = evaluate_model_file(row["model_file"], manifest, "test", latency_samples=0, progress=False,
                                              cache_dir=cache_root(config.data) / "features")

@@ -49,7 +49,8 @@ class PackedModel(nn.Module):
         self.frontend = LogMelSpectrogram(frontend_config)
         self.labels = labels
         self.metadata = metadata
-        # True: long pauses trimmed and over-long clips cut to their loudest window (`quads.runtime.speech_window`);
+        # True: long pauses trimmed, the level moved into the training range, over-long clips cut to their loudest
+        # window (`quads.runtime.speech_window`);
         # False: every clip scored exactly as recorded (one longer than the encoder's window is then an error)
         self.score_window = True
 
