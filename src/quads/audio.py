@@ -27,6 +27,8 @@ SAMPLE_RATE = 16000  # Hz: what Whisper and every quads model hear
 N_FFT = 400  # 25 ms analysis window
 HOP_LENGTH = 160  # 10 ms between frames: 100 frames per second
 SUPPORTED_N_MELS = (80, 128)  # Whisper v1/v2 use 80 mel bins, large-v3 uses 128
+LOG_MEL_OFFSET = 4.0  # Whisper's normalisation: features = (log10 mel power + LOG_MEL_OFFSET) / LOG_MEL_SCALE
+LOG_MEL_SCALE = 4.0
 LONG_CLIP_SECONDS = 30.0  # Whisper's window; quads models are trained on commands of a few seconds
 
 
@@ -180,6 +182,12 @@ def frame_counts(lengths: Tensor, hop_length: int = HOP_LENGTH) -> Tensor:
     return torch.div(lengths, hop_length, rounding_mode="floor")
 
 
+def log10_mel_power(features: Tensor) -> Tensor:
+    """Undo Whisper's normalisation of `LogMelSpectrogram` features: log10 mel power (clamped 8 decades under
+    the clip's peak)."""
+    return features * LOG_MEL_SCALE - LOG_MEL_OFFSET
+
+
 class LogMelSpectrogram(nn.Module):
     """Whisper's normalised log-mel spectrogram on a padded batch; each clip is processed as if it were alone."""
 
@@ -222,5 +230,5 @@ class LogMelSpectrogram(nn.Module):
         real = mask[:, None, :]
         peak = log_mel.masked_fill(~real, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_mel = torch.maximum(log_mel, peak - 8.0)
-        features = ((log_mel + 4.0) / 4.0).masked_fill(~real, 0.0)
+        features = ((log_mel + LOG_MEL_OFFSET) / LOG_MEL_SCALE).masked_fill(~real, 0.0)
         return features, mask

@@ -54,7 +54,6 @@ from quads.data.slurp import SLURP_SPLIT_FILES
 from quads.errors import ConfigError, DataError
 from quads.features import FeatureCache, compute_features
 from quads.runtime.model import load
-from quads.runtime.speech_window import max_input_frames, scored_windows
 from quads.training.batches import ExampleSet
 from quads.training.inference import predict_logits
 
@@ -259,10 +258,7 @@ def evaluate_model_file(model_path: str | Path, data: str | Path, split: str = "
     warn_about_inputs(utterances, model.frontend_config.sample_rate)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     features = compute_features(utterances, model.frontend_config, cache, batch_size=batch_size, progress=progress)
-    frontend, cropped = model.frontend_config, []
-    if model.score_window:
-        features, cropped = scored_windows(features, frontend.sample_rate / frontend.hop_length,
-                                           max_input_frames(model.classifier))
+    features, cropped = model.scored_clips(features)
     if cropped:
         warnings.warn(f"{len(cropped)} of {len(utterances)} audio files (e.g. {utterances[cropped[0]].path}) are "
                       f"longer than the {model.max_seconds:g} s the model hears at once, even with their pauses "

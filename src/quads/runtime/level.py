@@ -12,14 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from quads.audio import LOG_MEL_SCALE, log10_mel_power
+
 TRAINED_PEAKS = (0.0, 2.2)  # log10 mel power of a clip's loudest bin: the training clips' 1st-99th percentile
 TYPICAL_PEAK = 1.2  # their median: where a clip outside the range is moved
 
 
 def clip_peaks(features: Tensor, mask: Tensor) -> Tensor:
     """[B] the loudest log10 mel power of each row of Whisper-normalised log-mels [B, n_mels, T]."""
-    raw = (4.0 * features - 4.0).masked_fill(~mask.unsqueeze(1), float("-inf"))
-    return raw.amax(dim=(1, 2))
+    return log10_mel_power(features).masked_fill(~mask.unsqueeze(1), float("-inf")).amax(dim=(1, 2))
 
 
 def level_into_range(features: Tensor, mask: Tensor) -> Tensor:
@@ -31,5 +32,5 @@ def level_into_range(features: Tensor, mask: Tensor) -> Tensor:
     outside = (peaks < low) | (peaks > high)
     if not bool(outside.any()):
         return features
-    shift = torch.where(outside, TYPICAL_PEAK - peaks, torch.zeros_like(peaks)) / 4.0  # features are (log + 4) / 4
+    shift = torch.where(outside, TYPICAL_PEAK - peaks, torch.zeros_like(peaks)) / LOG_MEL_SCALE
     return (features + shift[:, None, None]).masked_fill(~mask.unsqueeze(1), 0.0)

@@ -72,6 +72,18 @@ class PackedModel(nn.Module):
         config = self.frontend_config
         return scored_window(features, mask, config.sample_rate / config.hop_length, max_input_frames(self.classifier))
 
+    def scored_clips(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[int]]:
+        """`scored_features` for unbatched [n_mels, T] features, one clip at a time (as `quads eval` reads them);
+        also the positions of the clips cut to the longest window."""
+        kept, cropped = [], []
+        for position, item in enumerate(features):
+            window, window_mask, cut = self.scored_features(item.unsqueeze(0),
+                                                            torch.ones(1, item.shape[-1], dtype=torch.bool))
+            kept.append(window[0, :, : int(window_mask.sum())])
+            if bool(cut[0]):
+                cropped.append(position)
+        return kept, cropped
+
     def predict_waveforms(self, waveforms: Sequence[np.ndarray], top_k: int = 3) -> list[Prediction]:
         """The best `top_k` intents for each mono float waveform at the front-end's sample rate."""
         return self._predict(waveforms, [f"waveform {index}" for index in range(len(waveforms))], top_k)

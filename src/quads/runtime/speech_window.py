@@ -8,11 +8,10 @@ A silence before or after the speech longer than any training clip has is cut to
 whose loudness (mean log10 mel power) is both `ABOVE_FLOOR_BELS` over the clip's quiet frames (its 10th
 percentile) and at most `BELOW_PEAK_BELS` under its loudest frame. A clip recorded quieter or louder than any
 training clip is then moved to a typical training level (`quads.runtime.level`). Then a Whisper student, which
-keeps the
-first `max_source_positions` rows of Whisper's position table (500 = 10 s by default), scores a clip that is
-still longer on its loudest window that fits, where its encoder would refuse the whole batch. The runtime
-(`PackedModel.predict_*`) and `quads eval` do both, on log-mel frames; training does neither (its teacher frames
-are computed on the clips as they are).
+keeps the first `max_source_positions` rows of Whisper's position table (500 = 10 s by default), scores a clip
+that is still longer on its loudest window that fits, where its encoder would refuse the whole batch. The
+runtime (`PackedModel.scored_features`: `predict_*` and `quads eval`) does all three, on log-mel frames;
+training does none (its teacher frames are computed on the clips as they are).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quads.audio import log10_mel_power
 from quads.runtime.level import level_into_range
 
 # (longest kept as is, trimmed down to): just over the longest silence `speech_bounds` finds in 800 training clips
@@ -40,7 +40,7 @@ def max_input_frames(classifier: nn.Module) -> int | None:
 
 def frame_loudness(features: Tensor) -> Tensor:
     """[B, n_mels, T] Whisper-normalised log-mels -> [B, T] mean log10 mel power per frame."""
-    return (4.0 * features - 4.0).mean(dim=1)
+    return log10_mel_power(features).mean(dim=1)
 
 
 def speech_bounds(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,14 +98,13 @@ def loudest_starts(features: Tensor, mask: Tensor, frames: int) -> Tensor:
     return torch.where(lengths > frames, best, torch.zeros_like(best))
 
 
-def scored_window(features: Tensor, mask: Tensor, frames_per_second: float, max_frames: int | None = None,
-                  level: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def scored_window(features: Tensor, mask: Tensor, frames_per_second: float,
+                  max_frames: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """What a model scores of a padded batch (features [B, n_mels, T], mask [B, T]): long pauses trimmed, the level
-    brought into the training range (`quads.runtime.level`, when `level`), then every row still longer than
-    `max_frames` cut to its loudest window. Returns (features, mask, cropped [B])."""
+    brought into the training range (`quads.runtime.level`), then every row still longer than `max_frames` cut to
+    its loudest window. Returns (features, mask, cropped [B])."""
     features, mask = trim_long_silences(features, mask, frames_per_second)
-    if level:
-        features = level_into_range(features, mask)
+    features = level_into_range(features, mask)
     lengths = mask.sum(dim=-1)
     if max_frames is None or features.shape[-1] <= max_frames:
         return features, mask, torch.zeros_like(lengths, dtype=torch.bool)
@@ -113,15 +112,3 @@ def scored_window(features: Tensor, mask: Tensor, frames_per_second: float, max_
     kept, kept_mask = shifted(features, mask, starts, lengths.clamp(max=max_frames))
     return kept, kept_mask, lengths > max_frames
 
-
-def scored_windows(features: list[Tensor], frames_per_second: float, max_frames: int | None = None,
-                   level: bool = True) -> tuple[list[Tensor], list[int]]:
-    """`scored_window` for unbatched [n_mels, T] tensors, one at a time; also the positions of the cropped ones."""
-    kept, cropped = [], []
-    for position, item in enumerate(features):
-        mask = torch.ones(1, item.shape[-1], dtype=torch.bool)
-        window, window_mask, cut = scored_window(item.unsqueeze(0), mask, frames_per_second, max_frames, level)
-        kept.append(window[0, :, : int(window_mask.sum())])
-        if bool(cut[0]):
-            cropped.append(position)
-    return kept, cropped
