@@ -82,6 +82,7 @@ def test_numbers_in_exponent_form_are_numbers():
     ("quant.centroid_weight=-1", "quant.centroid_weight"), ("distill.alpha=2", "distill.alpha"),
     ("quant.schedule=[[distill, 0], [quantize, 2]]", r"quant.schedule\[0\]"),
     ("quant.schedule=[[distill, 2], []]", r"quant.schedule\[1\]"),
+    ("optim.frequency_warp=0.5", "optim.frequency_warp"), ("optim.frequency_warp=-0.1", "optim.frequency_warp"),
 ])
 def test_out_of_range_coefficients_and_empty_stages_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):

@@ -158,6 +158,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
     spec_augment: bool = True  # two time and two mel-band masks per training utterance (FSDD +2.5 points, 3 seeds)
+    # with spec_augment: each clip's spectrum warped along frequency by a factor in [1 - w, 1 + w] (another
+    # speaker's vocal tract; quads.training.feature_augment); 0 = off
+    frequency_warp: float = 0.0
     bucket_by_length: bool = True  # batches of similar lengths (less padding computed; order still seeded)
 
 
@@ -419,6 +422,7 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
     checks += [
         (0.0 <= optim.min_lr_ratio <= 1.0, f"optim.min_lr_ratio must be in [0, 1], got {optim.min_lr_ratio}"),
         (0.0 <= teacher.dropout < 1.0, f"teacher.dropout must be in [0, 1), got {teacher.dropout}"),
+        (0.0 <= optim.frequency_warp < 0.5, f"optim.frequency_warp must be in [0, 0.5), got {optim.frequency_warp}"),
     ]
     for name in ("data", "teacher", "distill", "quant", "optim"):
         section = getattr(config, name)

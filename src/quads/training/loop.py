@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from quads.config import OptimConfig
 from quads.errors import ConfigError, QuadsError
-from quads.training.batches import Batch, ExampleSet, batch_loader, global_batches
+from quads.training.batches import ExampleSet, batch_loader, global_batches
 from quads.training.checkpoints import CHECKPOINT_VERSION, CheckpointMismatch, load_checkpoint, save_checkpoint
 from quads.training.distributed import Distributed
+from quads.training.feature_augment import frequency_warp, spec_augment
 from quads.training.inference import classifier_outputs, evaluate_accuracy
 from quads.training.logs import TensorBoardLog, write_metrics_csv
 from quads.training.losses import EmbeddingProjection, LossWeights, align_frames, per_example_loss
@@ -103,23 +104,6 @@ class StudentWithProjection(nn.Module):
         if self.frame_level:
             return logits, self.projection(output.frames), output.frame_mask
         return logits, self.projection(embedding), None
-
-
-def spec_augment(batch: Batch, generator: torch.Generator, max_time: int = 12, max_freq: int = 10) -> Batch:
-    """Two time masks and two frequency masks per utterance (features [B, C, T]); deterministic via `generator`."""
-    inputs = batch.inputs.clone()
-    bsz, channels, frames = inputs.shape
-    lengths = batch.mask.sum(1)
-    for _ in range(2):
-        widths = torch.randint(0, max_freq + 1, (bsz,), generator=generator)
-        starts = (torch.rand(bsz, generator=generator) * (channels - widths).clamp_min(1)).long()
-        band = torch.arange(channels)[None, :]
-        inputs.masked_fill_(((band >= starts[:, None]) & (band < (starts + widths)[:, None]))[:, :, None], 0.0)
-        widths = torch.minimum(torch.randint(0, max_time + 1, (bsz,), generator=generator), lengths // 5)
-        starts = (torch.rand(bsz, generator=generator) * (lengths - widths).clamp_min(1)).long()
-        span = torch.arange(frames)[None, :]
-        inputs.masked_fill_(((span >= starts[:, None]) & (span < (starts + widths)[:, None]))[:, None, :], 0.0)
-    return Batch(inputs, batch.mask, batch.labels, batch.index)
 
 
 QuantizerFactory = Callable[[nn.Module], Any]
@@ -314,6 +298,8 @@ def fit(
                 group["lr"] = group["initial_lr"] * learning_rate_factor(
                     step, total_steps, warmup_steps, optim.min_lr_ratio)
             if use_augment and train_set.time_dim == 1:
+                if optim.frequency_warp > 0:
+                    batch = frequency_warp(batch, generator, optim.frequency_warp)
                 batch = spec_augment(batch, generator)
             if active is not None:
                 active.swap_in_snapped()
