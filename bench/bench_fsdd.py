@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--augment", choices=("room", "light", "none"), default="room",
                         help="synthetic digits with rooms and microphones (default), light (noise, gain, speed, "
                              "silence only: corpora v1/v2) or clean TTS")
+    parser.add_argument("--kokoro-speakers", type=int, default=0, metavar="N",
+                        help="add N settings of the Kokoro voices to the synthetic digits (a corpus of its own)")
     parser.add_argument("--fsdd-limit", type=int, default=0, help="use only N recordings (0 = all 3,000)")
     parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -67,7 +69,8 @@ def main() -> int:
     seeds = args.paired or [config.seed]
     if args.equal_budget:
         cells += [Cell("distill", 32, seed, equal_budget=True) for seed in seeds]
-    rows = fsdd_rows(config, cells, args.out, args.fsdd, limit=args.fsdd_limit, augment=args.augment)
+    rows = fsdd_rows(config, cells, args.out, args.fsdd, limit=args.fsdd_limit, augment=args.augment,
+                     kokoro_speakers=args.kokoro_speakers)
     print()
     print(fsdd_markdown(rows))
     if args.paired:

@@ -90,32 +90,37 @@ def write_fsdd_manifest(recordings: Path, path: Path, limit: int = 0) -> int:
     return len(files)
 
 
-def digit_corpus(config: RunConfig, *, speakers: int = 48, augment: str = "room", progress: bool = True) -> Path:
+def digit_corpus(config: RunConfig, *, speakers: int = 48, augment: str = "room", kokoro_speakers: int = 0,
+                 progress: bool = True) -> Path:
     """The synthetic ten-digit corpus (synthesised once into the cache); `augment` is a level of
-    `quads.synth.augment.AUGMENT_LEVELS`: room (default), light or none."""
+    `quads.synth.augment.AUGMENT_LEVELS`: room (default), light or none; `kokoro_speakers` settings of the
+    Kokoro voices join train and valid (a corpus of its own)."""
     if augment not in AUGMENT_LEVELS:
         raise ConfigError(f"augmentation level {augment!r}: choose one of {', '.join(AUGMENT_LEVELS)}")
-    name = DIGIT_CORPORA[augment] + ("" if speakers == 48 else f"-{speakers}spk")
+    name = (DIGIT_CORPORA[augment] + ("" if speakers == 48 else f"-{speakers}spk")
+            + (f"-kokoro{kokoro_speakers}" if kokoro_speakers else ""))
     directory = cache_root(config.data) / "corpora" / name
     table = directory.parent / "digits-v1.tsv"
     write_digit_phrases(table)
     augment_config = AUGMENT_LEVELS[augment]
     piper = DEFAULT_PIPER_SPEAKERS if augment in PIPER_DIGIT_CORPORA else 0
-    synthesize_corpus(directory, table, speakers=speakers, piper_speakers=piper, seed=0,
-                      utterances_per_intent=UTTERANCES_PER_DIGIT,
+    synthesize_corpus(directory, table, speakers=speakers, piper_speakers=piper, kokoro_speakers=kokoro_speakers,
+                      seed=0, utterances_per_intent=UTTERANCES_PER_DIGIT,
                       augment=augment_config if augment_config is not None else False, progress=progress)
     return directory
 
 
 def fsdd_rows(config: RunConfig, cells: list[Cell], out_dir: str | Path, recordings: Path, *, limit: int = 0,
-              speakers: int = 48, augment: str = "room", progress: bool = True) -> list[dict[str, Any]]:
+              speakers: int = 48, augment: str = "room", kokoro_speakers: int = 0,
+              progress: bool = True) -> list[dict[str, Any]]:
     """Train `cells` on synthetic digits with `config`, then score the teacher and every model file on FSDD.
 
     Rows carry the synthetic test accuracy (`accuracy`) and the real-speech scores (`fsdd_accuracy`,
     `fsdd_f1`); the first row is the teacher's.
     """
     out_dir = Path(out_dir)
-    corpus_dir = digit_corpus(config, speakers=speakers, augment=augment, progress=progress)
+    corpus_dir = digit_corpus(config, speakers=speakers, augment=augment, kokoro_speakers=kokoro_speakers,
+                              progress=progress)
     digits_config = replace(config, data=replace(config.data, path=str(corpus_dir)))
     rows, prepared = run_grid(digits_config, cells, out_dir / "grid", progress=progress, latency_samples=0)
     manifest = out_dir / "fsdd.csv"

@@ -28,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--piper-speakers", type=int, default=DEFAULT_PIPER_SPEAKERS, metavar="N",
                         help="settings of the neural piper voice added to train and valid, phrase tables only "
                              f"(default {DEFAULT_PIPER_SPEAKERS}; 0: none)")
+    parser.add_argument("--kokoro-speakers", type=int, default=0, metavar="N",
+                        help="settings of the Kokoro voices (five Japanese speakers speaking English) added to "
+                             "train and valid, phrase tables only (default 0)")
     parser.add_argument("--per-intent", type=int, default=None, metavar="K",
                         help=f"utterances of each intent per speaker (default {DEFAULT_UTTERANCES_PER_INTENT}; "
                              "not with --from-slurp, which says each record once)")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--limit applies only with --from-slurp (a phrase table is always spoken whole)")
         per_intent = DEFAULT_UTTERANCES_PER_INTENT if args.per_intent is None else args.per_intent
         report = synthesize_corpus(args.out, args.phrases, utterances_per_intent=per_intent,
-                                   piper_speakers=args.piper_speakers, **common)
+                                   piper_speakers=args.piper_speakers, kokoro_speakers=args.kokoro_speakers,
+                                   **common)
     print(report.summary())
     return 0

