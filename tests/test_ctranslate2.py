@@ -201,29 +201,13 @@ def test_real_tiny_en_transcribes_synthesised_speech(tmp_path: Path) -> None:
     """The conversion is right when the converted Whisper tiny.en writes down what espeak-ng said."""
     import subprocess
 
-    from tokenizers import Tokenizer
+    from tests.helpers.whisper_words import TinyEnTranscriber
 
-    from quads.audio import FrontEndConfig, LogMelSpectrogram, load_audio
-    from quads.models.whisper import packaged_checkpoint_directory
+    from quads.audio import load_audio
 
-    source = packaged_checkpoint_directory("tiny.en")
-    model = WhisperForConditionalGeneration.from_pretrained(convert_to_transformers(source, tmp_path / "hf")).eval()
-    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    transcriber = TinyEnTranscriber(tmp_path)
     for sentence in ("turn on the lights in the kitchen", "please play some music"):
         wav = tmp_path / "s.wav"
         subprocess.run(["espeak-ng", "-w", str(wav), sentence], check=True)
-        audio = torch.zeros(480_000)
-        clip = torch.from_numpy(load_audio(wav))
-        audio[: len(clip)] = clip
-        features, _ = LogMelSpectrogram(FrontEndConfig())(audio[None], torch.tensor([480_000]))
-        tokens = [50257, 50362]  # <|startoftranscript|> <|notimestamps|> (English-only model)
-        with torch.no_grad():
-            encoded = model.model.encoder(features).last_hidden_state
-            for _ in range(30):
-                logits = model(encoder_outputs=(encoded,), decoder_input_ids=torch.tensor([tokens])).logits
-                token = int(logits[0, -1].argmax())
-                if token == 50256:
-                    break
-                tokens.append(token)
-        words = "".join(c for c in tokenizer.decode(tokens[2:]).lower() if c.isalpha() or c == " ").split()
+        words = transcriber.words(torch.from_numpy(load_audio(wav)))
         assert words == sentence.split()

@@ -122,33 +122,14 @@ def test_kokoro_speakers_say_the_text_reproducibly_at_their_rate_and_pitch():
 def test_whisper_tiny_en_writes_down_what_the_kokoro_voices_say(tmp_path):
     """The phoneme mapping is right when Whisper hears the words: every voice, one command."""
     import torch
-    from tokenizers import Tokenizer
-    from transformers import WhisperForConditionalGeneration
+    from tests.helpers.whisper_words import TinyEnTranscriber
 
-    from quads.audio import FrontEndConfig, LogMelSpectrogram
-    from quads.models.ctranslate2 import convert_to_transformers
-    from quads.models.whisper import packaged_checkpoint_directory
     from quads.synth.tts import speak
 
-    source = packaged_checkpoint_directory("tiny.en")
-    model = WhisperForConditionalGeneration.from_pretrained(convert_to_transformers(source, tmp_path / "hf")).eval()
-    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    transcriber = TinyEnTranscriber(tmp_path)
     sentence = "turn on the lights in the kitchen"
-    heard = []
-    for voice in KOKORO_VOICES:
-        clip = torch.from_numpy(speak(sentence.capitalize() + ".", Speaker("k", KOKORO, voice, "", 1.0, 1.0),
-                                      shutil.which("espeak-ng")))
-        audio = torch.zeros(480_000)
-        audio[: len(clip)] = clip
-        features, _ = LogMelSpectrogram(FrontEndConfig())(audio[None], torch.tensor([480_000]))
-        tokens = [50257, 50362]  # <|startoftranscript|> <|notimestamps|> (English-only model)
-        with torch.no_grad():
-            encoded = model.model.encoder(features).last_hidden_state
-            for _ in range(20):
-                token = int(model(encoder_outputs=(encoded,), decoder_input_ids=torch.tensor([tokens])).logits[0, -1]
-                            .argmax())
-                if token == 50256:
-                    break
-                tokens.append(token)
-        heard.append("".join(c for c in tokenizer.decode(tokens[2:]).lower() if c.isalpha() or c == " ").split())
+    heard = [transcriber.words(torch.from_numpy(speak(sentence.capitalize() + ".",
+                                                      Speaker("k", KOKORO, voice, "", 1.0, 1.0),
+                                                      shutil.which("espeak-ng"))), max_tokens=20)
+             for voice in KOKORO_VOICES]
     assert all(words == sentence.split() for words in heard), heard

@@ -159,13 +159,19 @@ def slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return frequencies
 
 
+def mel_band_edges(n_mels: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The n_mels + 2 frequencies (Hz) where the Slaney filters start, peak and end: evenly spaced in mel from 0
+    to sr/2; filter i rises from edge i, peaks at edge i + 1 and falls to edge i + 2."""
+    mel_min, mel_max = hz_to_slaney_mel(np.array([0.0, sample_rate / 2.0]))
+    return slaney_mel_to_hz(np.linspace(mel_min, mel_max, n_mels + 2))
+
+
 @lru_cache(maxsize=8)
 def mel_filters(n_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
     """The [n_mels, n_fft // 2 + 1] filterbank Whisper ships in mel_filters.npz, i.e.
     librosa.filters.mel(sr, n_fft, n_mels) with fmin 0, fmax sr/2, Slaney scale and Slaney area normalisation."""
     fft_frequencies = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
-    mel_min, mel_max = hz_to_slaney_mel(np.array([0.0, sample_rate / 2.0]))
-    band_edges = slaney_mel_to_hz(np.linspace(mel_min, mel_max, n_mels + 2))
+    band_edges = mel_band_edges(n_mels, sample_rate)
     widths = np.diff(band_edges)
     ramps = band_edges[:, None] - fft_frequencies[None, :]
     rising = -ramps[:-2] / widths[:-1, None]

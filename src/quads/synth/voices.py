@@ -104,29 +104,27 @@ def make_speakers(count: int, seed: int) -> list[Speaker]:
 def make_piper_speakers(count: int, seed: int) -> list[Speaker]:
     """`count` settings of the piper voices (rate, pitch factor), drawn from their own seeded stream so adding
     them leaves the espeak-ng and flite speakers of `make_speakers` unchanged."""
-    rng = random.Random(f"quads-piper-speakers-{seed}")
-    voices = sorted(PIPER_VOICES)
-    speakers = []
-    for index in range(count):
-        voice = voices[index % len(voices)]
-        rate = round(rng.uniform(*PIPER_LENGTH_SCALE), 2)
-        pitch = round(rng.uniform(*PIPER_PITCH_FACTOR), 2)
-        speakers.append(Speaker(f"piper-{voice}-r{round(rate * 100)}-p{round(pitch * 100)}", PIPER, voice, "",
-                                rate, pitch))
-    return _with_unique_ids(speakers)
+    return _neural_speakers(PIPER, sorted(PIPER_VOICES), PIPER_LENGTH_SCALE, count, seed)
 
 
 def make_kokoro_speakers(count: int, seed: int) -> list[Speaker]:
-    """`count` settings of the Kokoro voices (speed, pitch factor), the voices taken in turn, from their own
-    seeded stream (the other engines' speakers stay unchanged)."""
-    rng = random.Random(f"quads-kokoro-speakers-{seed}")
+    """`count` settings of the Kokoro voices (speed, pitch factor), from their own seeded stream (the other
+    engines' speakers stay unchanged)."""
+    return _neural_speakers(KOKORO, list(KOKORO_VOICES), KOKORO_SPEED, count, seed)
+
+
+def _neural_speakers(engine: str, voices: list[str], rates: tuple[float, float], count: int,
+                     seed: int) -> list[Speaker]:
+    """`count` speakers of a neural engine: its voices in turn, each at a rate from `rates` and a pitch factor
+    from `PIPER_PITCH_FACTOR`, drawn from the engine's own seeded stream."""
+    rng = random.Random(f"quads-{engine}-speakers-{seed}")
     speakers = []
     for index in range(count):
-        voice = KOKORO_VOICES[index % len(KOKORO_VOICES)]
-        speed = round(rng.uniform(*KOKORO_SPEED), 2)
+        voice = voices[index % len(voices)]
+        rate = round(rng.uniform(*rates), 2)
         pitch = round(rng.uniform(*PIPER_PITCH_FACTOR), 2)
-        speakers.append(Speaker(f"kokoro-{voice}-r{round(speed * 100)}-p{round(pitch * 100)}", KOKORO, voice, "",
-                                speed, pitch))
+        speakers.append(Speaker(f"{engine}-{voice}-r{round(rate * 100)}-p{round(pitch * 100)}", engine, voice, "",
+                                rate, pitch))
     return _with_unique_ids(speakers)
 
 

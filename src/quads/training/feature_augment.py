@@ -13,17 +13,16 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from quads.audio import SAMPLE_RATE, hz_to_slaney_mel, slaney_mel_to_hz
+from quads.audio import SAMPLE_RATE, hz_to_slaney_mel, mel_band_edges
 from quads.training.batches import Batch
 
 
 @lru_cache(maxsize=4)
 def mel_band_centres(n_mels: int, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float, float]:
     """The centre frequency (Hz) of each band of Whisper's Slaney filterbank, and the lowest mel and mel step."""
-    mel_min, mel_max = hz_to_slaney_mel(np.array([0.0, sample_rate / 2.0]))
-    step = (mel_max - mel_min) / (n_mels + 1)
-    centres = slaney_mel_to_hz(mel_min + step * np.arange(1, n_mels + 1))
-    return centres, float(mel_min), float(step)
+    edges = mel_band_edges(n_mels, sample_rate)
+    mel_min, mel_next = hz_to_slaney_mel(edges[:2])
+    return edges[1:-1], float(mel_min), float(mel_next - mel_min)
 
 
 def frequency_warp(batch: Batch, generator: torch.Generator, max_warp: float,
