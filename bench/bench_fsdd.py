@@ -14,6 +14,7 @@ QUADS and the sequential recipe (quantize with CE, teacher gone) both starting f
 synthetic test split (with 5 seeds the smallest two-sided Wilcoxon p is 0.0625; the t-test can reach 0.05):
 
     .venv/bin/python bench/bench_fsdd.py --out runs/paired-fsdd --paired 0 1 2 3 4
+    .venv/bin/python bench/bench_fsdd.py --out runs/paired-2bit --paired 0 1 2 --bits 2   # one width only
 
 `--equal-budget` adds, per seed, the control the comparison needs: a distilled student trained as many epochs as
 the distilled student plus its QUADS stage, in one schedule; with `--paired`, `paired.md` then also holds QUADS −
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--paired", type=int, nargs="+", metavar="SEED",
                         help="QUADS and sequential at 4 and 2 bits per seed, paired: writes OUT/paired.md")
+    parser.add_argument("--bits", type=int, nargs="+", default=[4, 2], metavar="B",
+                        help="the quantized widths (default: 4 2)")
     parser.add_argument("--equal-budget", action="store_true",
                         help="also a distilled student per seed trained as many epochs as QUADS (the control)")
     args = parser.parse_args()
@@ -62,10 +65,10 @@ def main() -> int:
     config = load_config(args.config, args.overrides)
     if args.paired:
         cells = [Cell("distill", 32, seed) for seed in args.paired]
-        cells += [Cell(recipe, bits, seed) for seed in args.paired for bits in (4, 2)
+        cells += [Cell(recipe, bits, seed) for seed in args.paired for bits in args.bits
                   for recipe in ("quads", "sequential")]
     else:
-        cells = [Cell("distill", 32, config.seed), Cell("quads", 4, config.seed), Cell("quads", 2, config.seed)]
+        cells = [Cell("distill", 32, config.seed)] + [Cell("quads", bits, config.seed) for bits in args.bits]
     seeds = args.paired or [config.seed]
     if args.equal_budget:
         cells += [Cell("distill", 32, seed, equal_budget=True) for seed in seeds]
