@@ -9,7 +9,7 @@ from pathlib import Path
 from quads.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CITED = re.compile(r"(?:docs/)?[A-Z]+\.md")
+CITED = re.compile(r"(?:docs/)?[A-Z][A-Z-]*\.md")
 
 
 def test_every_cited_markdown_file_is_in_the_repository():
