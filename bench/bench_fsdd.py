@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="YAML recipe (default: the built-in settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--paired", type=int, nargs="+", metavar="SEED",
-                        help="QUADS and sequential at 4 and 2 bits per seed, paired: writes OUT/paired.md")
+                        help="QUADS and sequential at each --bits width per seed, paired: writes OUT/paired.md")
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2], metavar="B",
                         help="the quantized widths (default: 4 2)")
     parser.add_argument("--equal-budget", action="store_true",
