@@ -47,3 +47,42 @@ def test_an_onnx_teacher_cannot_be_unfrozen(tmp_path):
     config = load_config(None, ["teacher.spec=speech_embedding", "teacher.unfreeze=true"])
     with pytest.raises(ConfigError, match="cannot be fine-tuned"):
         build_stage0_teacher(config, _corpus(tmp_path), tmp_path)
+
+
+def _whisper(layers: int, positions: int):
+    from quads.models.whisper import WhisperTeacherEncoder, whisper_config
+
+    return WhisperTeacherEncoder(whisper_config("tiny", encoder_layers=layers, max_source_positions=positions))
+
+
+def test_a_whisper_student_starts_from_the_fine_tuned_teachers_first_layers():
+    from types import SimpleNamespace
+
+    from quads.commands.compress import copy_tuned_encoder
+    from quads.models import IntentClassifier
+
+    torch.manual_seed(0)
+    teacher = SimpleNamespace(encoder=_whisper(4, 60))
+    student = IntentClassifier(_whisper(2, 20), 3)
+    assert copy_tuned_encoder(student, teacher) == len(student.encoder.encoder.state_dict())
+    ours, theirs = student.encoder.encoder.state_dict(), teacher.encoder.encoder.state_dict()
+    assert torch.equal(ours["embed_positions.weight"], theirs["embed_positions.weight"][:20])
+    for name in ("conv1.weight", "layers.1.fc2.weight", "layer_norm.weight"):
+        assert torch.equal(ours[name], theirs[name])
+    assert "layers.2.fc1.weight" not in ours
+
+
+def test_a_student_of_another_architecture_keeps_its_own_weights():
+    from types import SimpleNamespace
+
+    from quads.commands.compress import copy_tuned_encoder
+    from quads.models import IntentClassifier
+
+    teacher = SimpleNamespace(encoder=_whisper(2, 20))
+    student = IntentClassifier(_whisper(1, 20), 3)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    narrower_teacher = SimpleNamespace(encoder=_whisper(2, 10))  # fewer positions than the student: no copy
+    assert copy_tuned_encoder(student, narrower_teacher) == 0
+    assert copy_tuned_encoder(student, SimpleNamespace(encoder=None)) == 0
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert copy_tuned_encoder(student, teacher) > 0

@@ -261,8 +261,11 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
             raise ConfigError(f"{init}: the initial student has another architecture or label set than this config")
         classifier.load_state_dict(initial["model"])
         projection_state = initial.get("projection")
-    elif config.student.init_head and prepared.teacher is not None:
-        copy_teacher_head(classifier, prepared.teacher.head)
+    else:
+        if config.teacher.unfreeze and prepared.teacher_encoder is not None:
+            copy_tuned_encoder(classifier, prepared.teacher_encoder)
+        if config.student.init_head and prepared.teacher is not None:
+            copy_teacher_head(classifier, prepared.teacher.head)
 
     targets = None
     if recipe_plan.uses_teacher:
@@ -337,6 +340,31 @@ def training_optim(config: RunConfig, recipe_plan) -> OptimConfig:
     if quantizes and rate > 0:
         return replace(config.optim, lr=rate, head_lr=rate)
     return config.optim
+
+
+def copy_tuned_encoder(classifier: torch.nn.Module, teacher: Any) -> int:
+    """Start a Whisper student cut from the teacher from the teacher's fine-tuned weights (`teacher.unfreeze`)
+    rather than the released ones: every student tensor whose name the teacher's encoder has, the position
+    table cut to the student's rows. Returns how many tensors were copied (0 when the student is not a Whisper
+    encoder of the teacher's width)."""
+    from quads.models.whisper import WhisperTeacherEncoder
+
+    student, tuned = getattr(classifier, "encoder", None), getattr(teacher, "encoder", None)
+    if not isinstance(student, WhisperTeacherEncoder) or not isinstance(tuned, WhisperTeacherEncoder):
+        return 0
+    theirs = tuned.encoder.state_dict()
+    copied = {}
+    for name, ours in student.encoder.state_dict().items():
+        source = theirs.get(name)
+        if source is None or source.shape[1:] != ours.shape[1:] or source.shape[0] < ours.shape[0]:
+            return 0  # another architecture than a cut of this teacher: keep the student's own weights
+        copied[name] = source[: ours.shape[0]].clone() if name == "embed_positions.weight" else source.clone()
+        if copied[name].shape != ours.shape:
+            return 0
+    student.encoder.load_state_dict(copied)
+    logger.info("student encoder starts from the fine-tuned teacher's first %d layers",
+                student.whisper_config.encoder_layers)
+    return len(copied)
 
 
 def copy_teacher_head(classifier: torch.nn.Module, teacher_head: torch.nn.Module) -> bool:

@@ -65,6 +65,8 @@ def pretune_fingerprint(config: RunConfig, corpus: Corpus, teacher_identity: str
     """Identity of a pre-tuned head: teacher settings, seed, corpus and (`teacher_identity`, the frozen
     encoder's `identity()`, a hash of its weights) the teacher it was tuned on."""
     settings = {"teacher": asdict(config.teacher), "seed": config.seed, "corpus": corpus_fingerprint(corpus)}
+    if config.teacher.unfreeze:  # the fine-tuning borrows the student's batch size and SpecAugment
+        settings["fine_tuning"] = {"batch_size": config.optim.batch_size, "spec_augment": config.optim.spec_augment}
     if teacher_identity:
         settings["weights"] = teacher_identity
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -171,11 +173,17 @@ def build_stage0_teacher(config: RunConfig, corpus: Corpus, out_dir: str | Path,
     encoder.requires_grad_(True)
     encoder.frozen = False  # train mode again (dropout) while it is fine-tuned; the new teacher re-freezes it
     torch.manual_seed(config.seed)
-    classifier = IntentClassifier(encoder, len(corpus.label_map), head="linear")
+    labels = list(corpus.label_map.labels)
+    if config.teacher.head == "slots":  # the head the tuned frames will feed: a slot head learns a slot's word
+        classifier = IntentClassifier(encoder, len(labels), head="slots", slots=slot_layout(labels),
+                                      head_dropout=config.teacher.dropout)
+    else:
+        classifier = IntentClassifier(encoder, len(labels), head="linear")
     epochs = config.teacher.unfreeze_epochs
-    optim = OptimConfig(epochs=epochs, batch_size=config.teacher.batch_size, lr=config.teacher.encoder_lr,
+    # fine-tuned like a student (its batch size and SpecAugment), at the teacher's encoder and head rates
+    optim = OptimConfig(epochs=epochs, batch_size=config.optim.batch_size, lr=config.teacher.encoder_lr,
                         head_lr=config.teacher.lr, weight_decay=config.teacher.weight_decay, warmup_epochs=0.5,
-                        spec_augment=False)
+                        spec_augment=config.optim.spec_augment)
     result = fit(classifier, sets["train"], sets["valid"], [Stage("ce", epochs, ce_weights())], optim,
                  directory / "checkpoints", seed=config.seed, fingerprint=fingerprint, resume=True,
                  progress=progress, description="unfreeze", distributed=False)
