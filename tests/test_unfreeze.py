@@ -1,4 +1,5 @@
-"""Stage 0 with the teacher's encoder unfrozen: a Whisper encoder is fine-tuned, saved, reused; ONNX is refused."""
+"""Stage 0 with the teacher's encoder unfrozen: a Whisper encoder is fine-tuned, saved, reused; ONNX is refused;
+a student cut from it starts from the tuned layers."""
 
 import numpy as np
 import pytest
