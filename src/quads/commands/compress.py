@@ -347,20 +347,16 @@ def copy_tuned_encoder(classifier: torch.nn.Module, teacher: Any) -> int:
     rather than the released ones: every student tensor whose name the teacher's encoder has, the position
     table cut to the student's rows. Returns how many tensors were copied (0 when the student is not a Whisper
     encoder of the teacher's width)."""
-    from quads.models.whisper import WhisperTeacherEncoder
+    from quads.models.whisper import WhisperTeacherEncoder, cut_encoder_state
 
     student, tuned = getattr(classifier, "encoder", None), getattr(teacher, "encoder", None)
     if not isinstance(student, WhisperTeacherEncoder) or not isinstance(tuned, WhisperTeacherEncoder):
         return 0
-    theirs = tuned.encoder.state_dict()
-    copied = {}
-    for name, ours in student.encoder.state_dict().items():
-        source = theirs.get(name)
-        if source is not None and name == "embed_positions.weight":
-            source = source[: ours.shape[0]]
-        if source is None or source.shape != ours.shape:
-            return 0  # another architecture than a cut of this teacher: keep the student's own weights
-        copied[name] = source.clone()
+    ours = student.encoder.state_dict()
+    layers, positions = student.whisper_config.encoder_layers, ours["embed_positions.weight"].shape[0]
+    copied = cut_encoder_state(tuned.encoder.state_dict(), layers, positions)
+    if copied.keys() != ours.keys() or any(copied[name].shape != ours[name].shape for name in ours):
+        return 0  # another architecture than a cut of this teacher: keep the student's own weights
     student.encoder.load_state_dict(copied)
     logger.info("student encoder starts from the fine-tuned teacher's first %d layers",
                 student.whisper_config.encoder_layers)

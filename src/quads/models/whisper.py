@@ -213,14 +213,20 @@ def whisper_student(name_or_dir: str, encoder_layers: int | None = None,
             f"whisper student: unknown setting(s) {unknown}; expected some of {list(ENCODER_CONFIG_KEYS)}"
         )
     student = WhisperTeacherEncoder(WhisperConfig(**fields))
+    student.encoder.load_state_dict(cut_encoder_state(state, layers, positions))
+    student.source = f"{name_or_dir}, first {layers} of {source_config['encoder_layers']} layers"
+    return student
+
+
+def cut_encoder_state(state: dict[str, Tensor], layers: int, positions: int) -> dict[str, Tensor]:
+    """A Whisper encoder's tensors cut to its conv stem, first `layers` layers, final LayerNorm and first
+    `positions` rows of the position table."""
     kept = {}
     for key, value in state.items():
         if key.startswith("layers.") and int(key.split(".")[1]) >= layers:
             continue
         kept[key] = value[:positions] if key == "embed_positions.weight" else value
-    student.encoder.load_state_dict(kept)
-    student.source = f"{name_or_dir}, first {layers} of {source_config['encoder_layers']} layers"
-    return student
+    return kept
 
 
 def resolve_checkpoint_directory(name_or_dir: str | Path) -> Path:
