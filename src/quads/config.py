@@ -165,6 +165,9 @@ class OptimConfig:
     # speaker's vocal tract; quads.training.feature_augment); 0 = off
     frequency_warp: float = 0.0
     bucket_by_length: bool = True  # batches of similar lengths (less padding computed; order still seeded)
+    # the training forward pass: fp32, bf16 (autocast; weights, gradients and losses stay float32) or auto (bf16
+    # where the CPU has AMX tiles; quads.training.precision). Evaluation and exported files are always float32.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -381,6 +384,7 @@ def validate(config: RunConfig) -> None:
         (config.quant.lr >= 0, "quant.lr must be >= 0 (0 = optim's rates)"),
         (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),
         (config.distill.target in ("pooled", "frames"), "distill.target must be pooled or frames"),
+        (config.optim.precision in ("fp32", "bf16", "auto"), "optim.precision must be fp32, bf16 or auto"),
         (config.student.pooling in ("mean", "attention"), "student.pooling must be mean or attention"),
         (config.data.slurp_recordings in ("headset", "farfield", "both"),
          "data.slurp_recordings must be headset, farfield or both"),

@@ -44,6 +44,7 @@ from quads.training.experiment import (
 )
 from quads.training.inference import evaluate_accuracy
 from quads.training.loop import fit
+from quads.training.precision import resolve_precision
 from quads.training.pretune import (
     PretunedTeacher,
     build_stage0_teacher,
@@ -177,6 +178,11 @@ def run_fingerprint(config: RunConfig, recipe: str, prepared: Prepared) -> str:
         counted.discard("weights_per_centroid")  # one codebook per tensor, as before the setting: old runs stay valid
     ignore = tuple(f"quant.{key}" for key in asdict(config.quant) if key != "bits" and key not in counted)
     ignore += ("data.loader_workers",)  # how batches are read, never what they hold
+    precision = resolve_precision(config.optim.precision)  # counted as what it means on this machine
+    if precision == "fp32":
+        ignore += ("optim.precision",)  # float32 steps, as before the setting: earlier runs stay valid
+    else:
+        config = replace(config, optim=replace(config.optim, precision=precision))
     teacher = prepared.teacher.fingerprint if prepared.teacher is not None else "-"
     schedule = "/" + "".join(f"{stage.name[0]}{stage.epochs}" for stage in stages) if stages else ""
     widths = ""
@@ -307,6 +313,7 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
         "epochs": sum(stage.epochs for stage in recipe_plan.stages),
         "stages": [[stage.name, stage.epochs] for stage in recipe_plan.stages],
         "params": sum(p.numel() for p in classifier.parameters()),
+        "training_precision": resolve_precision(config.optim.precision) if recipe_plan.stages else None,
         "quantization": quantizer.summary() if quantizer is not None else None,
         "teacher": None if prepared.teacher is None else {
             "spec": prepared.teacher.spec, "params": prepared.teacher.num_parameters, **prepared.teacher.metrics},

@@ -40,6 +40,7 @@ from quads.training.inference import classifier_outputs, evaluate_accuracy
 from quads.training.logs import TensorBoardLog, write_metrics_csv
 from quads.training.losses import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.training.optimizer import learning_rate_factor, make_optimizer
+from quads.training.precision import forward_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ def fit(
     total_steps = total_epochs * batches_per_epoch
     warmup_steps = int(optim.warmup_epochs * batches_per_epoch)
     use_augment = optim.spec_augment if augment is None else augment
+    precision = resolve_precision(optim.precision)
 
     state = {"epoch": 0, "step": 0, "history": [], "best": None, "quantizer": None}
     quantizer = None  # made at the first quantize stage, kept across stages
@@ -303,7 +305,10 @@ def fit(
                 batch = spec_augment(batch, generator)
             if active is not None:
                 active.swap_in_snapped()
-            logits, projected, frame_mask = trained(batch.inputs, batch.mask)
+            with forward_precision(precision, batch.inputs.device):
+                logits, projected, frame_mask = trained(batch.inputs, batch.mask)
+            # losses in float32 whatever the forward ran in (a no-op for float32 outputs)
+            logits, projected = logits.float(), None if projected is None else projected.float()
             target_embedding = None
             if projected is not None and frame_level:
                 target_embedding = align_frames([teacher.frames[i] for i in batch.index.tolist()], frame_mask)

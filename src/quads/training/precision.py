@@ -1,0 +1,45 @@
+"""The arithmetic a training step's forward pass runs in: float32, or bfloat16 autocast where it is fast.
+
+`optim.precision` names it: `fp32` (the default), `bf16` (torch autocast to bfloat16: matrix products and
+convolutions in bf16, weights, gradients, optimizer state, losses and codebooks stay float32), or `auto`
+(bf16 where the hardware multiplies bf16 matrices natively: a CPU with AMX tiles, e.g. Intel Xeon 4th
+generation and later, or a CUDA GPU that supports bf16; fp32 elsewhere, where bf16 is emulated and slower).
+Only training steps change: evaluation, exported files and every reported accuracy run in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from quads.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware (AMX on a CPU; bf16 support on a CUDA GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(probe()) if probe is not None else False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | None = None) -> str:
+    """`fp32` or `bf16`: what `optim.precision` means on `device` (the CPU when None)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"optim.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device or torch.device("cpu")) else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def forward_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Run the enclosed forward pass in `precision` (`fp32` or `bf16`, as `resolve_precision` gives)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        yield
