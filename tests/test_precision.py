@@ -68,3 +68,28 @@ def test_float32_steps_keep_the_fingerprints_of_earlier_runs_and_bf16_gets_its_o
     assert run_fingerprint(auto_config, "quads", prepared) == fp32
     monkeypatch.setattr(precision_module, "native_bf16", lambda device: True)
     assert run_fingerprint(auto_config, "quads", prepared) == run_fingerprint(bf16_config, "quads", prepared)
+
+
+def test_padding_a_batch_to_a_shape_bucket_changes_no_real_frame():
+    from quads.models.whisper import WhisperTeacherEncoder
+    from quads.training.batches import Batch
+    from quads.training.precision import shape_bucketed
+
+    torch.manual_seed(0)
+    encoder = WhisperTeacherEncoder.from_size("tiny", encoder_layers=1, max_source_positions=40).eval()
+    mask = torch.ones(2, 37, dtype=torch.bool)
+    mask[1, 25:] = False
+    batch = Batch(torch.randn(2, 80, 37) * mask[:, None], mask, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    padded = shape_bucketed(batch, time_axis=2, max_frames=80, multiple=32)
+    assert padded.inputs.shape == (2, 80, 64) and padded.mask.shape == (2, 64)
+    assert padded.mask[:, 37:].any().item() is False and torch.equal(padded.mask[:, :37], mask)
+    assert shape_bucketed(batch, time_axis=2, max_frames=50, multiple=32).inputs.shape[-1] == 50  # never too long
+    assert shape_bucketed(padded, time_axis=2).inputs is padded.inputs  # already on a bucket
+    with torch.no_grad():
+        frames, frame_mask = encoder(batch.inputs, batch.mask)
+        longer, longer_mask = encoder(padded.inputs, padded.mask)
+    real = frame_mask
+    assert torch.equal(longer_mask[:, : real.shape[1]], real)
+    assert torch.allclose(longer[:, : real.shape[1]][real], frames[real], atol=1e-5)
+    time_first = Batch(torch.randn(2, 37, 8), mask, batch.labels, batch.index)
+    assert shape_bucketed(time_first, time_axis=1).inputs.shape == (2, 64, 8)

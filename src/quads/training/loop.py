@@ -40,7 +40,7 @@ from quads.training.inference import classifier_outputs, evaluate_accuracy
 from quads.training.logs import TensorBoardLog, write_metrics_csv
 from quads.training.losses import EmbeddingProjection, LossWeights, align_frames, per_example_loss
 from quads.training.optimizer import learning_rate_factor, make_optimizer
-from quads.training.precision import forward_precision, resolve_precision
+from quads.training.precision import forward_precision, resolve_precision, shape_bucketed
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ def fit(
     warmup_steps = int(optim.warmup_epochs * batches_per_epoch)
     use_augment = optim.spec_augment if augment is None else augment
     precision = resolve_precision(optim.precision)
+    max_frames = getattr(getattr(classifier, "encoder", None), "max_input_frames", None)
 
     state = {"epoch": 0, "step": 0, "history": [], "best": None, "quantizer": None}
     quantizer = None  # made at the first quantize stage, kept across stages
@@ -303,6 +304,8 @@ def fit(
                 if optim.frequency_warp > 0:
                     batch = frequency_warp(batch, generator, optim.frequency_warp)
                 batch = spec_augment(batch, generator)
+            if precision == "bf16":
+                batch = shape_bucketed(batch, 2 if train_set.time_dim == 1 else 1, max_frames)
             if active is not None:
                 active.swap_in_snapped()
             with forward_precision(precision, batch.inputs.device):

@@ -5,6 +5,10 @@ convolutions in bf16, weights, gradients, optimizer state, losses and codebooks 
 (bf16 where the hardware multiplies bf16 matrices natively: a CPU with AMX tiles, e.g. Intel Xeon 4th
 generation and later, or a CUDA GPU that supports bf16; fp32 elsewhere, where bf16 is emulated and slower).
 Only training steps change: evaluation, exported files and every reported accuracy run in float32.
+
+bf16 kernels are compiled for each input shape (oneDNN): a batch of every new length would compile its own, so
+bf16 steps pad each batch to a multiple of `LENGTH_MULTIPLE` frames (`shape_bucketed`). The new frames are masked
+padding, which the encoders ignore, so only the kernels reused change, never what a real frame computes.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from quads.errors import ConfigError
+from quads.training.batches import Batch
 
 PRECISIONS = ("fp32", "bf16", "auto")
+LENGTH_MULTIPLE = 32  # frames: ~15 batch lengths over the built-in corpus instead of ~400
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -43,3 +50,18 @@ def forward_precision(precision: str, device: torch.device) -> Iterator[None]:
     """Run the enclosed forward pass in `precision` (`fp32` or `bf16`, as `resolve_precision` gives)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         yield
+
+
+def shape_bucketed(batch: Batch, time_axis: int, max_frames: int | None = None,
+                   multiple: int = LENGTH_MULTIPLE) -> Batch:
+    """`batch` zero-padded along `time_axis` of its inputs to a multiple of `multiple` frames (never beyond
+    `max_frames`, the encoder's longest input), the new frames masked as padding."""
+    frames = batch.inputs.shape[time_axis]
+    target = -(-frames // multiple) * multiple
+    if max_frames is not None:
+        target = min(target, max(max_frames, frames))
+    extra = target - frames
+    if extra == 0:
+        return batch
+    padding = [0, 0] * (batch.inputs.dim() - 1 - time_axis) + [0, extra]
+    return Batch(F.pad(batch.inputs, padding), F.pad(batch.mask, [0, extra]), batch.labels, batch.index)
