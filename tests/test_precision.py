@@ -15,7 +15,7 @@ from quads.config import OptimConfig, load_config
 from quads.errors import ConfigError
 from quads.training.loop import Stage, fit
 from quads.training.losses import LossWeights, ce_weights
-from quads.training.precision import forward_precision, resolve_precision
+from quads.training.precision import forward_precision, precision_note, resolve_precision
 
 
 def test_auto_means_bf16_only_where_the_hardware_multiplies_it(monkeypatch):
@@ -24,6 +24,9 @@ def test_auto_means_bf16_only_where_the_hardware_multiplies_it(monkeypatch):
     assert resolve_precision("auto") == "fp32"
     monkeypatch.setattr(precision_module, "native_bf16", lambda device: True)
     assert resolve_precision("auto") == "bf16"
+    assert precision_note("auto").startswith("training steps: bf16")
+    monkeypatch.setattr(precision_module, "native_bf16", lambda device: False)
+    assert "no AMX" in precision_note("auto") and precision_note("fp32").startswith("training steps: float32")
     with pytest.raises(ConfigError, match="fp32, bf16, auto"):
         resolve_precision("fp16")
 

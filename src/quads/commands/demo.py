@@ -20,6 +20,7 @@ from quads.commands.fsdd import find_fsdd, fsdd_markdown, fsdd_rows
 from quads.commands.grid import Cell, run_grid
 from quads.commands.report import results_markdown, write_results
 from quads.config import add_config_arguments, load_config
+from quads.training.precision import precision_note
 
 # Trimmed to what a laptop finishes in minutes; `quads ablate` runs every recipe at every width.
 DEMO_CELLS = (("distill", 32), ("ptq", 4), ("ptq", 2), ("quads", 4), ("quads", 2))
@@ -66,6 +67,7 @@ def run_demo(out_dir: str | Path, config_path: str | Path | None = None, overrid
               "(set QUADS_SHARED_DATA to the folder holding fsdd/recordings)")
     if prepared.teacher_frames is not None:
         print(prepared.teacher_frames.stats)
+    print(precision_note(config.optim.precision))
     print(f"demo finished in {elapsed / 60:.1f} min; results in {out_dir}/results.md, results.json, pareto.png")
     return rows
 

@@ -65,3 +65,11 @@ def shape_bucketed(batch: Batch, time_axis: int, max_frames: int | None = None,
         return batch
     padding = [0, 0] * (batch.inputs.dim() - 1 - time_axis) + [0, extra]
     return Batch(F.pad(batch.inputs, padding), F.pad(batch.mask, [0, extra]), batch.labels, batch.index)
+
+
+def precision_note(precision: str) -> str:
+    """One line for a report: what `optim.precision` made the training steps run in on this machine."""
+    if resolve_precision(precision) == "bf16":
+        return f"training steps: bf16 autocast (optim.precision: {precision}); evaluation and model files float32"
+    reason = "; this CPU has no AMX tiles" if precision == "auto" else ""
+    return f"training steps: float32 (optim.precision: {precision}{reason})"
