@@ -62,7 +62,7 @@ def test_a_bf16_fit_learns_and_keeps_float32_weights_on_the_codebook(tmp_path):
 
 
 def test_float32_steps_keep_the_fingerprints_of_earlier_runs_and_bf16_gets_its_own(monkeypatch):
-    prepared, config = fake_prepared(), load_config(None)
+    prepared, config = fake_prepared(), load_config(None, ["optim.precision=fp32"])
     fp32 = run_fingerprint(config, "quads", prepared)
     bf16_config = replace(config, optim=replace(config.optim, precision="bf16"))
     auto_config = replace(config, optim=replace(config.optim, precision="auto"))

@@ -166,8 +166,8 @@ class OptimConfig:
     frequency_warp: float = 0.0
     bucket_by_length: bool = True  # batches of similar lengths (less padding computed; order still seeded)
     # the training forward pass: fp32, bf16 (autocast; weights, gradients and losses stay float32) or auto (bf16
-    # where the CPU has AMX tiles; quads.training.precision). Evaluation and exported files are always float32.
-    precision: str = "fp32"
+    # where the CPU has AMX tiles, fp32 elsewhere; quads.training.precision). Evaluation and files are float32.
+    precision: str = "auto"
 
 
 @dataclass
