@@ -145,6 +145,9 @@ class QuantConfig:
     lr: float = 0.0
 
 
+PRECISIONS = ("fp32", "bf16", "auto")  # optim.precision: what the training forward runs in (quads.training.precision)
+
+
 @dataclass
 class OptimConfig:
     """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
@@ -384,7 +387,7 @@ def validate(config: RunConfig) -> None:
         (config.quant.lr >= 0, "quant.lr must be >= 0 (0 = optim's rates)"),
         (config.data.n_mels in (80, 128), "data.n_mels must be 80 or 128 (Whisper's front-ends)"),
         (config.distill.target in ("pooled", "frames"), "distill.target must be pooled or frames"),
-        (config.optim.precision in ("fp32", "bf16", "auto"), "optim.precision must be fp32, bf16 or auto"),
+        (config.optim.precision in PRECISIONS, f"optim.precision must be one of {', '.join(PRECISIONS)}"),
         (config.student.pooling in ("mean", "attention"), "student.pooling must be mean or attention"),
         (config.data.slurp_recordings in ("headset", "farfield", "both"),
          "data.slurp_recordings must be headset, farfield or both"),

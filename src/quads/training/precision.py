@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from quads.config import PRECISIONS
 from quads.errors import ConfigError
 from quads.training.batches import Batch
 
-PRECISIONS = ("fp32", "bf16", "auto")
 LENGTH_MULTIPLE = 32  # frames: ~15 batch lengths over the built-in corpus instead of ~400
 
 
