@@ -1,9 +1,10 @@
 """The arithmetic a training step's forward pass runs in: float32, or bfloat16 autocast where it is fast.
 
-`optim.precision` names it: `fp32`, `bf16` (torch autocast to bfloat16: matrix products and convolutions in
-bf16, weights, gradients, optimizer state, losses and codebooks stay float32), or `auto` (the default: bf16
+`optim.precision` names it: `fp32` (the default), `bf16` (torch autocast to bfloat16: matrix products and
+convolutions in bf16, weights, gradients, optimizer state, losses and codebooks stay float32), or `auto` (bf16
 where the hardware multiplies bf16 matrices natively, a CPU with AMX tiles such as Intel Xeon 4th generation and
-later or a CUDA GPU that supports bf16; fp32 elsewhere, where bf16 is emulated and slower).
+later or a CUDA GPU that supports bf16; fp32 elsewhere, where bf16 is emulated and slower). bf16 trains 1.5x
+faster on a CPU with AMX, but the demo's 4-bit files scored about a point lower (bench/README.md).
 Only training steps change: evaluation, exported files and every reported accuracy run in float32.
 
 bf16 kernels are compiled for each input shape (oneDNN): a batch of every new length would compile its own, so
