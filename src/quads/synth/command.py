@@ -8,6 +8,7 @@ from quads.errors import ConfigError
 from quads.synth.corpus import (
     DEFAULT_PIPER_SPEAKERS,
     DEFAULT_SPEAKERS,
+    DEFAULT_TRAIN_UTTERANCES_PER_INTENT,
     DEFAULT_UTTERANCES_PER_INTENT,
     synthesize_corpus,
     synthesize_slurp_corpus,
@@ -34,6 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-intent", type=int, default=None, metavar="K",
                         help=f"utterances of each intent per speaker (default {DEFAULT_UTTERANCES_PER_INTENT}; "
                              "not with --from-slurp, which says each record once)")
+    parser.add_argument("--train-per-intent", type=int, default=None, metavar="K",
+                        help="utterances of each intent per train speaker (default: as --per-intent; the built-in "
+                             f"corpus uses {DEFAULT_TRAIN_UTTERANCES_PER_INTENT}: more clips for training, valid and "
+                             "test as they were)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same corpus, byte for byte (default 0)")
     parser.add_argument("--jobs", type=int, default=None, metavar="J",
                         help="parallel TTS processes (default: all CPU cores)")
@@ -51,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
     common = {"speakers": args.speakers, "seed": args.seed, "jobs": args.jobs, "augment": args.augment,
               "force": args.force, "progress": not args.quiet, "wait": args.wait}
     if args.from_slurp:
-        if args.per_intent is not None:
-            raise ConfigError("--per-intent applies to phrase tables; --from-slurp says each record once")
+        if args.per_intent is not None or args.train_per_intent is not None:
+            raise ConfigError("--per-intent and --train-per-intent apply to phrase tables; --from-slurp says each "
+                              "record once")
         report = synthesize_slurp_corpus(args.out, args.from_slurp, limit=args.limit, **common)
     else:
         if args.limit is not None:
             raise ConfigError("--limit applies only with --from-slurp (a phrase table is always spoken whole)")
         per_intent = DEFAULT_UTTERANCES_PER_INTENT if args.per_intent is None else args.per_intent
         report = synthesize_corpus(args.out, args.phrases, utterances_per_intent=per_intent,
+                                   train_utterances_per_intent=args.train_per_intent,
                                    piper_speakers=args.piper_speakers, kokoro_speakers=args.kokoro_speakers,
                                    **common)
     print(report.summary())

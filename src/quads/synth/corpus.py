@@ -51,6 +51,7 @@ from quads.synth.voices import Speaker, make_kokoro_speakers, make_piper_speaker
 DEFAULT_SPEAKERS = 48                 # espeak-ng and flite: 34 train / 7 valid / 7 test
 DEFAULT_PIPER_SPEAKERS = 6            # settings of the neural piper voice, added: 5 train / 1 valid
 DEFAULT_UTTERANCES_PER_INTENT = 2     # per speaker: 48 x 31 x 2 = 2,976 utterances for the built-in table
+DEFAULT_TRAIN_UTTERANCES_PER_INTENT = 4  # train speakers of the built-in corpus (v8): 4,588 train utterances
 WAV_FOLDER = Path("wavs") / "speakers"
 TEMP_SUFFIX = ".tmp"
 MIN_WAV_BYTES = 45                    # a WAV header alone is 44 bytes
@@ -99,15 +100,16 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
                       kokoro_speakers: int = 0, seed: int = 0,
                       jobs: int | None = None, augment: bool | AugmentConfig = True,
                       utterances_per_intent: int = DEFAULT_UTTERANCES_PER_INTENT,
-                      held_out_phrasings: bool = True,
+                      train_utterances_per_intent: int | None = None, held_out_phrasings: bool = True,
                       force: bool = False, progress: bool = True, wait: bool = False) -> SynthReport:
     """Speak a phrase table (default: the built-in commands) with synthetic speakers into an FSC-layout corpus.
 
-    Every speaker says every intent `utterances_per_intent` times, in different phrasings where the table has
-    them; speakers are split 70/15/15 into speaker-disjoint train/valid/test. With `held_out_phrasings`, intents
-    with at least 4 phrasings keep 2 for test and 1 for valid only (see `split_phrasings`), so test measures
-    wordings as well as voices that training never heard. `piper_speakers` settings of the neural piper voice
-    and `kokoro_speakers` of the Kokoro voices are added to train and valid (0: none).
+    Every speaker says every intent `utterances_per_intent` times (train speakers
+    `train_utterances_per_intent` times where given), in different phrasings where the table has them; speakers
+    are split 70/15/15 into speaker-disjoint train/valid/test. With `held_out_phrasings`, intents with at least 4
+    phrasings keep 2 for test and 1 for valid only (see `split_phrasings`), so test measures wordings as well as
+    voices that training never heard. `piper_speakers` settings of the neural piper voice and `kokoro_speakers`
+    of the Kokoro voices are added to train and valid (0: none).
     """
     if phrase_table is None:
         table = builtin_phrase_table()
@@ -115,13 +117,14 @@ def synthesize_corpus(out_dir: str | Path, phrase_table: PhraseTable | str | Pat
         table = phrase_table
     else:
         table = load_phrase_table(phrase_table)
-    if utterances_per_intent < 1:
-        raise ConfigError(f"utterances_per_intent: must be at least 1, got {utterances_per_intent}")
+    counts = per_split_counts(utterances_per_intent, train_utterances_per_intent)
     speaker_count = DEFAULT_SPEAKERS if speakers is None else speakers
     by_split = split_speakers(corpus_speakers(speaker_count, piper_speakers, seed, kokoro_speakers), seed)
-    plan = plan_phrase_corpus(table, by_split, seed, utterances_per_intent, held_out_phrasings)
+    plan = plan_phrase_corpus(table, by_split, seed, counts, held_out_phrasings)
     settings = {"source": "phrase table", "table": table.fingerprint(), "seed": seed, "speakers": speaker_count,
                 "utterances_per_intent": utterances_per_intent, "held_out_phrasings": held_out_phrasings,
+                **({"train_utterances_per_intent": counts["train"]} if counts["train"] != utterances_per_intent
+                   else {}),
                 **({"piper_speakers": piper_speakers} if piper_speakers else {}),
                 **({"kokoro_speakers": kokoro_speakers} if kokoro_speakers else {})}
     return _write_corpus(Path(out_dir), table, plan, by_split, settings, seed=seed, jobs=jobs,
@@ -183,9 +186,25 @@ def split_phrasings(phrases: list[Phrase], held_out: bool) -> dict[str, list[Phr
     return {"train": rest[VALID_ONLY_PHRASINGS:], "valid": rest, "test": test}
 
 
+def per_split_counts(utterances_per_intent: int, train_utterances_per_intent: int | None = None) -> dict[str, int]:
+    """How many times each split's speakers say each intent; a clear error below 1."""
+    for name, count in (("utterances_per_intent", utterances_per_intent),
+                        ("train_utterances_per_intent", train_utterances_per_intent)):
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ConfigError(f"{name}: must be at least 1, got {count}")
+    counts = dict.fromkeys(SPLITS, utterances_per_intent)
+    if train_utterances_per_intent is not None:
+        counts["train"] = train_utterances_per_intent
+    return counts
+
+
 def plan_phrase_corpus(table: PhraseTable, speakers: dict[str, list[Speaker]], seed: int,
-                       utterances_per_intent: int, held_out_phrasings: bool = False) -> list[PlannedUtterance]:
-    """Each speaker says each intent k times; phrasings rotate across a split's speakers so all get spoken."""
+                       utterances_per_intent: int | dict[str, int],
+                       held_out_phrasings: bool = False) -> list[PlannedUtterance]:
+    """Each speaker says each intent k times (k per split when a dict); phrasings rotate across a split's
+    speakers so all get spoken."""
+    counts = utterances_per_intent if isinstance(utterances_per_intent, dict) else per_split_counts(
+        utterances_per_intent)
     rng = random.Random(f"quads-phrasings-{seed}")
     shuffled = {intent: rng.sample(phrases, len(phrases)) for intent, phrases in table.by_intent().items()}
     per_split = {intent: split_phrasings(phrases, held_out_phrasings) for intent, phrases in shuffled.items()}
@@ -195,9 +214,10 @@ def plan_phrase_corpus(table: PhraseTable, speakers: dict[str, list[Speaker]], s
         offset = rng.randrange(1 << 16)
         if split != "train" and any(set(p[split]) - set(p["train"]) for p in per_split.values()):
             offset = 0  # its own wordings come first: start there, so they are spoken however long the list
+        count = counts[split]
         for position, speaker in enumerate(speakers[split]):
-            said = [order[(offset + position * utterances_per_intent + repeat) % len(order)]
-                    for order in orders.values() for repeat in range(utterances_per_intent)]
+            said = [order[(offset + position * count + repeat) % len(order)]
+                    for order in orders.values() for repeat in range(count)]
             random.Random(f"quads-order-{seed}-{speaker.speaker_id}").shuffle(said)
             plan += [PlannedUtterance(split, speaker, phrase, f"{speaker.speaker_id}-{n:03d}")
                      for n, phrase in enumerate(said)]
