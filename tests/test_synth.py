@@ -430,6 +430,17 @@ def test_cli_writes_the_corpus_and_prints_a_summary(tmp_path, capsys):
     assert len(read_rows(out / "data" / "train_data.csv")) == 3
 
 
+def test_cli_train_per_intent_adds_train_clips_only(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["synth", "--out", str(out), "--phrases", str(write_tiny_table(tmp_path)), "--speakers", "3",
+            "--per-intent", "1", "--train-per-intent", "2", "--jobs", "2", "--no-augment", "--quiet",
+            "--piper-speakers", "0"]
+    assert main(args) == 0
+    assert "12 utterances" in capsys.readouterr().out
+    assert len(read_rows(out / "data" / "train_data.csv")) == 6
+    assert len(read_rows(out / "data" / "test_data.csv")) == 3
+
+
 def test_a_split_column_pins_wordings_to_splits(tmp_path):
     path = tmp_path / "orders.tsv"
     path.write_text("transcription\tintent\tsplit\nbuy eggs now\teggs\ttrain\nget eggs later\teggs\ttrain\n"

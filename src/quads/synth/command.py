@@ -8,7 +8,6 @@ from quads.errors import ConfigError
 from quads.synth.corpus import (
     DEFAULT_PIPER_SPEAKERS,
     DEFAULT_SPEAKERS,
-    DEFAULT_TRAIN_UTTERANCES_PER_INTENT,
     DEFAULT_UTTERANCES_PER_INTENT,
     synthesize_corpus,
     synthesize_slurp_corpus,
@@ -36,9 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"utterances of each intent per speaker (default {DEFAULT_UTTERANCES_PER_INTENT}; "
                              "not with --from-slurp, which says each record once)")
     parser.add_argument("--train-per-intent", type=int, default=None, metavar="K",
-                        help="utterances of each intent per train speaker (default: as --per-intent; the built-in "
-                             f"corpus uses {DEFAULT_TRAIN_UTTERANCES_PER_INTENT}: more clips for training, valid and "
-                             "test as they were)")
+                        help="utterances of each intent per train speaker (default: as --per-intent): more clips "
+                             "to train on, valid and test planned as they would be without it")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same corpus, byte for byte (default 0)")
     parser.add_argument("--jobs", type=int, default=None, metavar="J",
                         help="parallel TTS processes (default: all CPU cores)")

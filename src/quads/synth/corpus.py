@@ -51,7 +51,6 @@ from quads.synth.voices import Speaker, make_kokoro_speakers, make_piper_speaker
 DEFAULT_SPEAKERS = 48                 # espeak-ng and flite: 34 train / 7 valid / 7 test
 DEFAULT_PIPER_SPEAKERS = 6            # settings of the neural piper voice, added: 5 train / 1 valid
 DEFAULT_UTTERANCES_PER_INTENT = 2     # per speaker: 48 x 31 x 2 = 2,976 utterances for the built-in table
-DEFAULT_TRAIN_UTTERANCES_PER_INTENT = 4  # train speakers of the built-in corpus (v8): 4,588 train utterances
 WAV_FOLDER = Path("wavs") / "speakers"
 TEMP_SUFFIX = ".tmp"
 MIN_WAV_BYTES = 45                    # a WAV header alone is 44 bytes
