@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from quads.config import RunConfig, load_config, parse_schedule, save_config
+from quads.config import RunConfig, load_config, parse_schedule, save_config, scale_epochs
 from quads.errors import ConfigError
 
 
@@ -118,3 +118,15 @@ def test_a_home_relative_data_path_is_the_same_config_as_its_expansion():
     assert tilde.fingerprint() == expanded.fingerprint()  # a finished run is reused whichever way it is spelled
     assert load_config(None).data.path == ""  # empty still means the built-in corpus
     assert replace(expanded.data, path="~/corpora/digits").path == expanded.data.path  # not only through YAML
+
+
+def test_scale_epochs_multiplies_every_training_length_but_not_the_warm_up():
+    config = load_config(None, ["quant.schedule=[[distill, 1], [quantize, 3]]", "quant.low_bit_epochs=0"])
+    scaled = scale_epochs(config, 2)
+    assert (scaled.teacher.epochs, scaled.optim.epochs, scaled.quant.epochs) == (
+        2 * config.teacher.epochs, 2 * config.optim.epochs, 2 * config.quant.epochs)
+    assert scaled.quant.schedule == [["distill", 2], ["quantize", 6]]
+    assert scaled.quant.low_bit_epochs == 0  # still "as quant.epochs"
+    assert scaled.optim.warmup_epochs == config.optim.warmup_epochs
+    assert scaled.teacher.unfreeze_epochs == config.teacher.unfreeze_epochs
+    assert scale_epochs(config, 1) == config

@@ -230,10 +230,12 @@ def test_real_speech_rows_score_synthetic_trained_models_on_fsdd(workspace, monk
     if recordings is None:
         pytest.skip(f"no FSDD recordings in {looked}")
     root, _ = workspace
-    overrides = [o for o in tiny_overrides(root, "teacher.epochs=15") if not o.startswith("data.path=")]
+    overrides = [o for o in tiny_overrides(root, "teacher.epochs=8") if not o.startswith("data.path=")]
     rows = fsdd_rows(load_config(None, overrides), [Cell("distill", 32, 0)], root / "fsdd", recordings, limit=20,
                      speakers=6, progress=False)
     assert [row["method"] for row in rows] == ["teacher", "student + distill"]
+    trained = load_config(root / "fsdd" / "grid" / "runs" / "distill-32b-s0" / "config.yaml")
+    assert (trained.teacher.epochs, trained.optim.epochs) == (16, 8)  # the digits train twice the epochs
     for row in rows:
         assert row["fsdd_utterances"] == 20 and 0.0 <= row["fsdd_accuracy"] <= 1.0
     assert rows[0]["fsdd_accuracy"] >= 0.3  # chance is 0.1: Whisper tiny.en hears real digits after 6 TTS voices

@@ -489,6 +489,18 @@ def test_more_train_utterances_leave_the_valid_and_test_plan_as_it_was_and_say_m
     assert len({i.name for i in train["more"]}) == len(train["more"])
 
 
+def test_the_built_in_corpus_is_synthesised_with_four_train_clips_per_intent(tmp_path, monkeypatch):
+    import quads.synth
+    from quads.config import DataConfig
+    from quads.training.experiment import ensure_default_corpus
+
+    calls = []
+    monkeypatch.setattr(quads.synth, "synthesize_corpus", lambda directory, **options: calls.append(options))
+    directory = ensure_default_corpus(DataConfig(cache_dir=str(tmp_path)), progress=False)
+    assert directory.parent == tmp_path / "corpora"
+    assert calls == [{"seed": 0, "train_utterances_per_intent": 4, "progress": False}]
+
+
 @pytest.mark.parametrize("counts", [(0, None), (2, 0), (2, "4")])
 def test_utterance_counts_below_one_name_the_setting(counts):
     with pytest.raises(ConfigError, match="utterances_per_intent: must be at least 1"):

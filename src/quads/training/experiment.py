@@ -26,8 +26,10 @@ from quads.training.teacher_cache import TeacherCache, TeacherCacheStats, teache
 
 logger = logging.getLogger(__name__)
 
-# v6: 48 wordings per intent (v3: 24), none a held-out one wrapped in "please"; v7: + 6 speakers of a neural voice
-DEFAULT_CORPUS_NAME = "commands-v7"
+# v6: 48 wordings per intent (v3: 24), none a held-out one wrapped in "please"; v7: + 6 speakers of a neural voice;
+# v8: train speakers say each intent 4 times (valid and test: v7's clips, byte for byte)
+DEFAULT_CORPUS_NAME = "commands-v8"
+BUILTIN_TRAIN_UTTERANCES_PER_INTENT = 4
 
 
 def default_corpus_dir(data: DataConfig | None = None) -> Path:
@@ -41,7 +43,8 @@ def ensure_default_corpus(data: DataConfig | None = None, *, progress: bool = Tr
         from quads.synth import synthesize_corpus
 
         logger.info("synthesising the built-in command corpus into %s", directory)
-        synthesize_corpus(directory, seed=0, progress=progress)
+        synthesize_corpus(directory, seed=0, train_utterances_per_intent=BUILTIN_TRAIN_UTTERANCES_PER_INTENT,
+                          progress=progress)
     return directory
 
 
