@@ -1,7 +1,7 @@
 """Both ONNX exports of packed model files against the packed model itself, on a real split, one clip at a time.
 
     .venv/bin/python bench/bench_onnx_split.py results/demo/models/quads-4b-s0.quads \\
-        results/demo/models/quads-2b-s0.quads --data ~/.cache/quads/corpora/commands-v7 [--split test]
+        results/demo/models/quads-2b-s0.quads --data ~/.cache/quads/corpora/commands-v8 [--split test]
 
 Per file, the codebook ONNX (`quads export --onnx`) and the dequantized ONNX (`--onnx-float`) are written to a
 temporary folder and run with onnxruntime (1 thread) on every clip of the split, beside the packed model in

@@ -1,7 +1,7 @@
 """Per-wording accuracy: which held-out wordings the model files miss, and what they hear instead.
 
     .venv/bin/python bench/bench_wordings.py MODEL.quads [MODEL.quads ...] \
-        [--corpus ~/.cache/quads/corpora/commands-v7] [--split test] [--out runs/wordings.md]
+        [--corpus ~/.cache/quads/corpora/commands-v8] [--split test] [--out runs/wordings.md]
 
 Reads an FSC-layout corpus split (the built-in corpus by default), predicts every clip with each packed model
 file and writes one row per (intent, wording): clips, and each file's accuracy on them, worst first; then the

@@ -1,7 +1,7 @@
 """Synthetic spoken corpora made offline with espeak-ng and flite, written in the Fluent Speech Commands layout.
 
     from quads.synth import synthesize_corpus
-    report = synthesize_corpus("corpora/commands", seed=0)   # the built-in 31-intent command corpus
+    report = synthesize_corpus("corpora/commands", seed=0, train_utterances_per_intent=4)  # the built-in corpus
     print(report.summary())
 """
 
