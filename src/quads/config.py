@@ -154,7 +154,7 @@ class OptimConfig:
 
     # Counted on the built-in corpus's 4,588 train clips: 4 epochs are the ~1,150 steps of 8 over its previous
     # 2,295, which 4 were too few for (built-in valid 89.9 -> 91.7 %, FSDD 87.6 -> 89.4 %); twice the clips in
-    # the same steps: built-in test +1.0 (4-bit) / +1.7 (2-bit) points over 3 seeds (bench/README). Every epoch
+    # the same steps: built-in test +1.0 (4-bit) / +1.5 (2-bit) points over 3 seeds (bench/README). Every epoch
     # count here is for that corpus: the FSDD digits (1,110 train clips) train twice as many (scale_epochs).
     epochs: int = 4
     batch_size: int = 16
