@@ -153,7 +153,7 @@ class OptimConfig:
     """AdamW with per-group learning rates, warm-up + cosine decay, clipping."""
 
     # Counted on the built-in corpus's 4,588 train clips: 4 epochs are the ~1,150 steps of 8 over its previous
-    # 2,295, which 4 were too few for (built-in valid 89.9 -> 91.7 %, FSDD 87.6 -> 89.4 %); twice the clips in
+    # 2,294, which 4 were too few for (built-in valid 89.9 -> 91.7 %, FSDD 87.6 -> 89.4 %); twice the clips in
     # the same steps: built-in test +1.0 (4-bit) / +1.5 (2-bit) points over 3 seeds (bench/README). Every epoch
     # count here is for that corpus: the FSDD digits (1,110 train clips) train twice as many (scale_epochs).
     epochs: int = 4
