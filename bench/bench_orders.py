@@ -49,7 +49,7 @@ SLOTS = {
 VARIANTS = 2  # slot fillings per template and item
 UTTERANCES_PER_ITEM = 2  # per speaker and item in valid and test
 # Train speakers say each item 4 times (1,480 clips) at the configured epochs: the steps of the previous 2 times
-# at twice the epochs (`--train-per-intent 2 --epoch-factor 2`), 4-bit test +3.3 points on 2 seeds (bench/README).
+# at twice the epochs (`--train-per-intent 2 --epoch-factor 2`), 4-bit test +3.5 points over 3 seeds (bench/README).
 TRAIN_UTTERANCES_PER_ITEM = 4
 ORDERS_EPOCH_FACTOR = 1
 
