@@ -89,8 +89,9 @@ def quantization_spec(config: RunConfig, bits: int) -> QuantizationSpec:
                             weights_per_centroid=config.quant.weights_per_centroid)
 
 
-def make_student(config: RunConfig, labels: list[str]) -> torch.nn.Module:
-    """The student classifier of the config for these intent labels, freshly initialised from the config's seed."""
+def make_student(config: RunConfig, labels: list[str], calibration: Any = None) -> torch.nn.Module:
+    """The student classifier of the config for these intent labels, freshly initialised from the config's seed;
+    `calibration` batches (`calibration_batches`) choose what a narrowed Whisper student keeps."""
     from quads.models import build_student
     from quads.models.slots import slot_layout
 
@@ -98,7 +99,18 @@ def make_student(config: RunConfig, labels: list[str]) -> torch.nn.Module:
     slots = slot_layout(labels) if config.student.head == "slots" else None
     return build_student(config.student.encoder, num_labels=len(labels), n_mels=config.data.n_mels,
                          head=config.student.head, pooling=config.student.pooling, slots=slots,
-                         **config.student.overrides)
+                         calibration=calibration, **config.student.overrides)
+
+
+CALIBRATION_CLIPS = 64  # training clips, evenly spread over the split, that a narrowed student is cut on
+
+
+def calibration_batches(examples: Any, clips: int = CALIBRATION_CLIPS, batch_size: int = 16) -> list[tuple]:
+    """(features, mask) batches of `clips` training clips evenly spread over the split (the same on every run
+    and process)."""
+    positions = torch.linspace(0, len(examples) - 1, min(clips, len(examples))).round().long().unique()
+    return [(batch.inputs, batch.mask) for batch in
+            (examples.collate(positions[start:start + batch_size]) for start in range(0, len(positions), batch_size))]
 
 
 def prepare(config: RunConfig, *, with_teacher: bool, teacher_dir: Path | None = None, progress: bool = True,
@@ -247,7 +259,8 @@ def _compress(config: RunConfig, recipe: str, out_dir: str | Path, *, teacher_di
     labels = list(prepared.corpus.label_map.labels)
     spec = quantization_spec(config, bits)
 
-    classifier = make_student(config, labels)
+    fresh = recipe_plan.start_from is None
+    classifier = make_student(config, labels, calibration_batches(prepared.student["train"]) if fresh else None)
     projection_state = None
     if recipe_plan.start_from is not None:
         init = Path(init_dir) if init_dir else out_dir / recipe_plan.start_from
@@ -361,7 +374,10 @@ def copy_tuned_encoder(classifier: torch.nn.Module, teacher: Any) -> int:
         return 0
     ours = student.encoder.state_dict()
     layers, positions = student.whisper_config.encoder_layers, ours["embed_positions.weight"].shape[0]
-    copied = cut_encoder_state(tuned.encoder.state_dict(), layers, positions)
+    ffn_dim = student.whisper_config.encoder_ffn_dim
+    if student.embed_dim != tuned.embed_dim or ffn_dim > tuned.whisper_config.encoder_ffn_dim:
+        return 0  # another architecture than a cut of this teacher: keep the student's own weights
+    copied = cut_encoder_state(tuned.encoder.state_dict(), layers, positions, ffn_dim)
     if copied.keys() != ours.keys() or any(copied[name].shape != ours[name].shape for name in ours):
         return 0  # another architecture than a cut of this teacher: keep the student's own weights
     student.encoder.load_state_dict(copied)

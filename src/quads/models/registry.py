@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Sequence
 from typing import Any
+
+from torch import Tensor
 
 from quads.errors import ConfigError
 from quads.models.classifier import IntentClassifier
@@ -25,10 +28,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # Students cut from a pretrained Whisper encoder (`whisper_student`): the checkpoint and the cut. 500 positions
-# = 10 s of audio, plenty for commands, and 1,000 fewer rows to store than Whisper's 30 s table.
+# = 10 s of audio, plenty for commands, and 1,000 fewer rows to store than Whisper's 30 s table. "-ffnN" keeps
+# N of each layer's 1,536 feed-forward units, the most important ones (`quads.models.pruning`).
 PRETRAINED_STUDENTS: dict[str, tuple[str, dict[str, int]]] = {
-    f"whisper-tiny.en-{layers}l": ("tiny.en", {"encoder_layers": layers, "max_source_positions": 500})
-    for layers in (1, 2, 3, 4)
+    **{f"whisper-tiny.en-{layers}l": ("tiny.en", {"encoder_layers": layers, "max_source_positions": 500})
+       for layers in (1, 2, 3, 4)},
+    **{f"whisper-tiny.en-{layers}l-ffn{width}": (
+        "tiny.en", {"encoder_layers": layers, "max_source_positions": 500, "encoder_ffn_dim": width})
+       for layers in (1, 2, 3, 4) for width in (192, 384, 768)},
 }
 
 
@@ -101,6 +108,7 @@ def build_student(
     head: str = "linear",
     pooling: str = "mean",
     slots: list[list[int]] | None = None,
+    calibration: Sequence[tuple[Tensor, Tensor]] | None = None,
     **overrides: Any,
 ) -> IntentClassifier:
     """A fresh student classifier from a preset name (or encoder config dict), with field overrides such as
@@ -109,12 +117,13 @@ def build_student(
     `whisper:NAME_OR_DIR` starts the student from a pretrained Whisper encoder (`whisper_student`: its first
     `encoder_layers` layers, `max_source_positions` positions), and so do the `PRETRAINED_STUDENTS` names
     (e.g. "whisper-tiny.en-2l"); their mel bins are the checkpoint's. `slots` is the slot layout of a "slots"
-    head (`quads.models.slots.slot_layout` of the labels)."""
+    head (`quads.models.slots.slot_layout` of the labels). `calibration`, (features, mask) batches of real
+    speech, chooses which feed-forward units a narrowed Whisper student keeps (other students ignore it)."""
     if isinstance(encoder, str) and (encoder.startswith("whisper:") or encoder in PRETRAINED_STUDENTS):
         from quads.models.whisper import whisper_student
 
         checkpoint, cut = PRETRAINED_STUDENTS.get(encoder, (encoder.partition(":")[2], {}))
-        module = whisper_student(checkpoint, **{**cut, **overrides})
+        module = whisper_student(checkpoint, calibration=calibration, **{**cut, **overrides})
         if n_mels is not None and n_mels != module.n_mels:
             raise ConfigError(f"student {encoder} hears {module.n_mels} mel bins; set data.n_mels to {module.n_mels}")
         return IntentClassifier(module, num_labels, head=head, pooling=pooling, slots=slots)

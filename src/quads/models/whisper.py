@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from quads.errors import ConfigError
 from quads.models.ctranslate2 import is_ctranslate2_directory, read_ctranslate2_whisper
 from quads.models.encoder import Encoder, check_features, conv_output_mask, zero_padded_frames
+from quads.models.pruning import UnitStatistics, narrow_feed_forward, unit_statistics
 from quads.models.transformer import attention_bias
 
 # The encoder dimensions of OpenAI's released sizes (large-v3 and its turbo variant hear 128 mel bins).
@@ -192,10 +194,14 @@ def _pretrained_state(name_or_dir: str) -> tuple[dict[str, Any], dict[str, Tenso
 
 
 def whisper_student(name_or_dir: str, encoder_layers: int | None = None,
-                    max_source_positions: int | None = None, **overrides: Any) -> WhisperTeacherEncoder:
+                    max_source_positions: int | None = None,
+                    calibration: Sequence[tuple[Tensor, Tensor]] | None = None,
+                    **overrides: Any) -> WhisperTeacherEncoder:
     """A trainable student cut from a pretrained Whisper encoder: its conv stem, the first `encoder_layers` of
     its layers, its final LayerNorm and the first `max_source_positions` rows of its position table (the paper's
-    students start from pretrained weights; a short table keeps a commands model small: 500 rows = 10 s)."""
+    students start from pretrained weights; a short table keeps a commands model small: 500 rows = 10 s).
+    A smaller `encoder_ffn_dim` keeps that many of each layer's feed-forward units (`quads.models.pruning`),
+    chosen on the (features, mask) `calibration` batches where given, data-free otherwise."""
     source_config, state = _pretrained_state(str(name_or_dir))
     layers = source_config["encoder_layers"] if encoder_layers is None else encoder_layers
     positions = source_config["max_source_positions"] if max_source_positions is None else max_source_positions
@@ -212,21 +218,32 @@ def whisper_student(name_or_dir: str, encoder_layers: int | None = None,
         raise ConfigError(
             f"whisper student: unknown setting(s) {unknown}; expected some of {list(ENCODER_CONFIG_KEYS)}"
         )
+    ffn_dim = int(fields["encoder_ffn_dim"])
+    statistics = None
+    if calibration is not None and ffn_dim < source_config["encoder_ffn_dim"]:
+        full = WhisperTeacherEncoder(WhisperConfig(**{**fields, "encoder_ffn_dim": source_config["encoder_ffn_dim"]}))
+        full.encoder.load_state_dict(cut_encoder_state(state, layers, positions))
+        statistics = unit_statistics(full, calibration)
+    cut = cut_encoder_state(state, layers, positions, ffn_dim, statistics)  # checks ffn_dim before anything is built
     student = WhisperTeacherEncoder(WhisperConfig(**fields))
-    student.encoder.load_state_dict(cut_encoder_state(state, layers, positions))
+    student.encoder.load_state_dict(cut)
     student.source = f"{name_or_dir}, first {layers} of {source_config['encoder_layers']} layers"
+    if ffn_dim != source_config["encoder_ffn_dim"]:
+        student.source += f", feed-forward {ffn_dim} of {source_config['encoder_ffn_dim']} units"
     return student
 
 
-def cut_encoder_state(state: dict[str, Tensor], layers: int, positions: int) -> dict[str, Tensor]:
+def cut_encoder_state(state: dict[str, Tensor], layers: int, positions: int, ffn_dim: int | None = None,
+                      statistics: UnitStatistics | None = None) -> dict[str, Tensor]:
     """A Whisper encoder's tensors cut to its conv stem, first `layers` layers, final LayerNorm and first
-    `positions` rows of the position table."""
+    `positions` rows of the position table; with `ffn_dim`, each kept layer's feed-forward block cut to
+    `ffn_dim` units (`quads.models.pruning.narrow_feed_forward`, on these unit statistics where given)."""
     kept = {}
     for key, value in state.items():
         if key.startswith("layers.") and int(key.split(".")[1]) >= layers:
             continue
         kept[key] = value[:positions] if key == "embed_positions.weight" else value
-    return kept
+    return kept if ffn_dim is None else narrow_feed_forward(kept, ffn_dim, statistics)
 
 
 def resolve_checkpoint_directory(name_or_dir: str | Path) -> Path:
