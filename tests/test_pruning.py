@@ -133,3 +133,11 @@ def test_calibration_batches_spread_over_the_split() -> None:
     assert firsts == [0.0, 3.0, 6.0, 9.0]
     assert all(mask.dtype == torch.bool for _, mask in batches)
     assert sum(features.shape[0] for features, _ in calibration_batches(examples, clips=64)) == 10
+
+
+def test_narrowing_runs_inside_a_meta_device_context() -> None:
+    """`quads.commands.compress.quantized_widths` builds students on the meta device from cached CPU weights."""
+    state = tiny_encoder().encoder.state_dict()
+    with torch.device("meta"):
+        narrowed = narrow_feed_forward(state, 16)
+    assert narrowed["layers.1.fc2.weight"].shape == (32, 16)

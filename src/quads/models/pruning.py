@@ -34,8 +34,8 @@ _FC1_WEIGHT = re.compile(r"^layers\.(\d+)\.fc1\.weight$")
 UnitStatistics = dict[int, tuple[Tensor, Tensor]]
 
 
-def _standard_normal_points() -> Tensor:
-    probabilities = (torch.arange(_QUANTILES, dtype=torch.float64) + 0.5) / _QUANTILES
+def _standard_normal_points(device: torch.device) -> Tensor:
+    probabilities = (torch.arange(_QUANTILES, dtype=torch.float64, device=device) + 0.5) / _QUANTILES
     return torch.special.ndtri(probabilities)
 
 
@@ -46,7 +46,7 @@ def gaussian_statistics(fc1_weight: Tensor, fc1_bias: Tensor, norm_weight: Tenso
     weight = fc1_weight.double()
     center = weight @ norm_bias.double() + fc1_bias.double()
     spread = (weight * norm_weight.double()).norm(dim=1)
-    outputs = F.gelu(center[:, None] + spread[:, None] * _standard_normal_points()[None, :])
+    outputs = F.gelu(center[:, None] + spread[:, None] * _standard_normal_points(weight.device)[None, :])
     return outputs.mean(dim=1).float(), outputs.std(dim=1, correction=0).float()
 
 
@@ -124,7 +124,7 @@ def narrow_feed_forward(state: dict[str, Tensor], width: int,
         prefix = f"layers.{layer}."
         mean, _ = layer_statistics(state, layer, statistics)
         keep = kept_units(state, layer, width, statistics)
-        dropped = torch.ones(current, dtype=torch.bool)
+        dropped = torch.ones(current, dtype=torch.bool, device=keep.device)
         dropped[keep] = False
         fc2 = state[prefix + "fc2.weight"]
         narrowed[prefix + "fc1.weight"] = state[prefix + "fc1.weight"][keep].clone()
