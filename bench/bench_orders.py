@@ -52,6 +52,7 @@ UTTERANCES_PER_ITEM = 2  # per speaker and item in valid and test
 # at twice the epochs (`--train-per-intent 2 --epoch-factor 2`), 4-bit test +3.5 points over 3 seeds (bench/README).
 TRAIN_UTTERANCES_PER_ITEM = 4
 ORDERS_EPOCH_FACTOR = 1
+DEFAULT_SPEAKERS = 48
 
 
 def write_order_phrases(path: Path, seed: int = 0) -> int:
@@ -72,7 +73,7 @@ def write_order_phrases(path: Path, seed: int = 0) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/orders"))
-    parser.add_argument("--speakers", type=int, default=48)
+    parser.add_argument("--speakers", type=int, default=DEFAULT_SPEAKERS)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--train-per-intent", type=int, default=TRAIN_UTTERANCES_PER_ITEM,
                         help=f"how often each train speaker says each item (default {TRAIN_UTTERANCES_PER_ITEM}; "
@@ -85,7 +86,9 @@ def main() -> int:
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)
     # v2: the default augmentation with rooms and microphones (v1 was synthesised before they existed)
-    name = "orders-v2" + ("" if args.train_per_intent == UTTERANCES_PER_ITEM else f"-train{args.train_per_intent}")
+    # each speaker count and train count is a corpus of its own (the defaults keep the folder of the figures)
+    name = ("orders-v2" + ("" if args.speakers == DEFAULT_SPEAKERS else f"-speakers{args.speakers}")
+            + ("" if args.train_per_intent == UTTERANCES_PER_ITEM else f"-train{args.train_per_intent}"))
     corpus_dir = cache_root(config.data) / "corpora" / name
     table = corpus_dir.with_name("orders-v2.tsv")
     write_order_phrases(table)
