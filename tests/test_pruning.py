@@ -7,20 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import WhisperConfig, WhisperModel
+from tests.test_models_whisper import full_whisper_config, tiny_encoder
+from transformers import WhisperModel
 
 from quads.errors import ConfigError
 from quads.models import build_encoder
 from quads.models.pruning import gaussian_statistics, kept_units, narrow_feed_forward, unit_statistics
 from quads.models.registry import PRETRAINED_STUDENTS
 from quads.models.whisper import WhisperTeacherEncoder, whisper_student
-
-TINY = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 64}
-
-
-def tiny_encoder() -> WhisperTeacherEncoder:
-    torch.manual_seed(0)
-    return WhisperTeacherEncoder.from_size("tiny", **TINY).eval()
 
 
 def test_a_unit_that_writes_nothing_or_never_varies_is_dropped_first() -> None:
@@ -69,7 +63,7 @@ def test_dropping_units_that_write_nothing_or_a_constant_leaves_the_output_uncha
                     torch.ones(3, 70, dtype=torch.bool))]
     statistics = unit_statistics(full, calibration) if measured else None
     assert kept_units(state, 0, 32, statistics).tolist() == list(range(0, 64, 2))
-    narrow = WhisperTeacherEncoder.from_size("tiny", **{**TINY, "encoder_ffn_dim": 32}).eval()
+    narrow = tiny_encoder(encoder_ffn_dim=32)
     narrow.encoder.load_state_dict(narrow_feed_forward(state, 32, statistics))
     torch.testing.assert_close(outputs_of(narrow), outputs_of(full), atol=1e-5, rtol=1e-5)
     assert state["layers.0.fc1.weight"].shape == (64, 32)  # the source state is not modified
@@ -93,9 +87,7 @@ def test_measured_statistics_count_real_frames_only() -> None:
 
 def test_a_narrow_student_is_cut_from_a_checkpoint_and_rebuilt_from_its_config(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    WhisperModel(WhisperConfig(**TINY, num_mel_bins=80, decoder_layers=1, decoder_attention_heads=4,
-                               decoder_ffn_dim=64, vocab_size=128, max_target_positions=32, pad_token_id=0,
-                               bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)).save_pretrained(tmp_path)
+    WhisperModel(full_whisper_config()).save_pretrained(tmp_path)
     calibration = [(torch.randn(2, 80, 60, generator=torch.Generator().manual_seed(4)),
                     torch.ones(2, 60, dtype=torch.bool))]
     student = whisper_student(str(tmp_path), encoder_layers=1, max_source_positions=40, encoder_ffn_dim=16,

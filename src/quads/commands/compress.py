@@ -375,9 +375,9 @@ def copy_tuned_encoder(classifier: torch.nn.Module, teacher: Any) -> int:
     ours = student.encoder.state_dict()
     layers, positions = student.whisper_config.encoder_layers, ours["embed_positions.weight"].shape[0]
     ffn_dim = student.whisper_config.encoder_ffn_dim
-    if student.embed_dim != tuned.embed_dim or ffn_dim > tuned.whisper_config.encoder_ffn_dim:
-        return 0  # another architecture than a cut of this teacher: keep the student's own weights
-    copied = cut_encoder_state(tuned.encoder.state_dict(), layers, positions, ffn_dim)
+    # a narrower student's units are cut from the tuned layers; a wider one cannot be
+    copied = (cut_encoder_state(tuned.encoder.state_dict(), layers, positions, ffn_dim)
+              if ffn_dim <= tuned.whisper_config.encoder_ffn_dim else {})
     if copied.keys() != ours.keys() or any(copied[name].shape != ours[name].shape for name in ours):
         return 0  # another architecture than a cut of this teacher: keep the student's own weights
     student.encoder.load_state_dict(copied)

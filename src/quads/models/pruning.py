@@ -102,7 +102,11 @@ def layer_statistics(state: dict[str, Tensor], layer: int, statistics: UnitStati
 def kept_units(state: dict[str, Tensor], layer: int, width: int, statistics: UnitStatistics | None = None) -> Tensor:
     """The indices (ascending) of the `width` units of encoder layer `layer` whose output varies most."""
     _, spread = layer_statistics(state, layer, statistics)
-    importance = spread.double() * state[f"layers.{layer}.fc2.weight"].double().norm(dim=0)
+    return _strongest(spread, state[f"layers.{layer}.fc2.weight"], width)
+
+
+def _strongest(spread: Tensor, fc2_weight: Tensor, width: int) -> Tensor:
+    importance = spread.double() * fc2_weight.double().norm(dim=0)
     return importance.topk(width).indices.sort().values
 
 
@@ -122,11 +126,11 @@ def narrow_feed_forward(state: dict[str, Tensor], width: int,
         return narrowed
     for layer in layers:
         prefix = f"layers.{layer}."
-        mean, _ = layer_statistics(state, layer, statistics)
-        keep = kept_units(state, layer, width, statistics)
+        fc2 = state[prefix + "fc2.weight"]
+        mean, spread = layer_statistics(state, layer, statistics)
+        keep = _strongest(spread, fc2, width)
         dropped = torch.ones(current, dtype=torch.bool, device=keep.device)
         dropped[keep] = False
-        fc2 = state[prefix + "fc2.weight"]
         narrowed[prefix + "fc1.weight"] = state[prefix + "fc1.weight"][keep].clone()
         narrowed[prefix + "fc1.bias"] = state[prefix + "fc1.bias"][keep].clone()
         narrowed[prefix + "fc2.weight"] = fc2[:, keep].clone()

@@ -224,7 +224,7 @@ def whisper_student(name_or_dir: str, encoder_layers: int | None = None,
         full = WhisperTeacherEncoder(WhisperConfig(**{**fields, "encoder_ffn_dim": source_config["encoder_ffn_dim"]}))
         full.encoder.load_state_dict(cut_encoder_state(state, layers, positions))
         statistics = unit_statistics(full, calibration)
-    cut = cut_encoder_state(state, layers, positions, ffn_dim, statistics)  # checks ffn_dim before anything is built
+    cut = cut_encoder_state(state, layers, positions, ffn_dim, statistics)  # an impossible ffn_dim raises here
     student = WhisperTeacherEncoder(WhisperConfig(**fields))
     student.encoder.load_state_dict(cut)
     student.source = f"{name_or_dir}, first {layers} of {source_config['encoder_layers']} layers"
